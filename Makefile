@@ -1,0 +1,43 @@
+# spark-ext: every set-up step lives here, so a fresh machine needs only `make test`
+# or `make demo`. Targets are idempotent and quiet when already done.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+export SPARK_LOCAL_IP ?= 127.0.0.1
+
+.PHONY: all venv test unit integration demo bench bench-engine typecheck clean
+
+all: venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -e '.[test,bench]'
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+unit: venv
+	$(PY) -m pytest -q tests
+
+integration: venv
+	@if ls integration/test_*.py >/dev/null 2>&1; then $(PY) -m pytest -q integration; \
+	 else echo "integration: no integration tests yet"; fi
+
+test: unit integration
+
+typecheck: venv
+	$(PY) -m mypy spark_ext
+
+demo: venv
+	$(PY) -m spark_ext.demo
+
+bench-engine: venv
+	$(PY) -m bench.engine_bench
+
+bench: bench-engine
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache

@@ -1,0 +1,327 @@
+"""One bucket of a table: immutable Arrow base runs + a mutable delta + deleted positions.
+
+* A *run* is an immutable storage-layout ``RecordBatch`` with a key lookup: on the int
+  path its rows are sorted by key and lookup is a binary search over the key column
+  itself (no per-row Python objects); on the general path a dict maps key -> position.
+* The *delta* maps key -> row tuple for rows written since the last compaction.
+* ``deleted[i]`` holds positions of run ``i`` that were deleted or superseded.
+
+A key lives in at most one place: the delta, or one live position of one run. Readers
+merge the three; :meth:`Bucket.compact` folds them into a single new run.
+
+Buckets are not thread-safe on their own: the owning table's lock guards them.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from spark_ext.store.index import SecondaryIndex
+from spark_ext.store.rowdecode import row_decoder
+from spark_ext.store.schema import TableSchema, batch_key_array, batch_keys, rows_to_batch
+
+#: Rough Python-object cost of one delta row beyond its values (tuple, dict slot, key).
+DELTA_ROW_OVERHEAD = 120
+
+
+class Run:
+    """An immutable base run of one bucket. Lookup O(log n) (int path) or O(1) (general)."""
+
+    __slots__ = ("batch", "n", "keys", "_keys_mv", "key_pos", "_decode", "nbytes")
+
+    def __init__(self, schema: TableSchema, batch: pa.RecordBatch, presorted: bool = False) -> None:
+        self.keys: np.ndarray | None = None
+        self.key_pos: dict[Any, int] | None = None
+        if schema.int_key:
+            keys = batch_key_array(schema, batch)
+            if not presorted and len(keys) > 1 and not bool(np.all(keys[:-1] <= keys[1:])):
+                order = np.argsort(keys, kind="stable")
+                batch = batch.take(pa.array(order))
+                keys = keys[order]
+            self.keys = np.ascontiguousarray(keys, dtype=np.int64)
+            self._keys_mv = memoryview(self.keys)
+        else:
+            self.key_pos = {k: i for i, k in enumerate(batch_keys(schema, batch))}
+        self.batch = batch
+        self.n = batch.num_rows
+        self._decode: Callable[[int], tuple[Any, ...]] | None = None
+        self.nbytes = batch.nbytes + (0 if self.key_pos is None else 100 * self.n)
+
+    def find(self, key: Any) -> int:
+        """Position of ``key`` in this run, or -1. O(log n) or O(1)."""
+        if self.key_pos is not None:
+            return self.key_pos.get(key, -1)
+        mv = self._keys_mv
+        i = bisect_left(mv, key)
+        if i < self.n and mv[i] == key:
+            return i
+        return -1
+
+    def find_many(self, keys: np.ndarray) -> np.ndarray:
+        """Positions of int keys (-1 where absent), vectorized. O(k log n). Int path only."""
+        assert self.keys is not None
+        if self.n == 0:
+            return np.full(len(keys), -1, dtype=np.int64)
+        pos = np.searchsorted(self.keys, keys)
+        pos_c = np.minimum(pos, self.n - 1)
+        hit = self.keys[pos_c] == keys
+        return np.where(hit, pos_c, -1)
+
+    def row(self, pos: int) -> tuple[Any, ...]:
+        """Decode row ``pos``. O(columns)."""
+        d = self._decode
+        if d is None:
+            d = self._decode = row_decoder(self.batch)
+        return d(pos)
+
+    def key_at(self, schema: TableSchema, pos: int) -> Any:
+        if self.keys is not None:
+            return int(self.keys[pos])
+        return schema.key_of(self.row(pos))
+
+
+class BucketSnapshot:
+    """A frozen view of a bucket at one version; later writes do not show through."""
+
+    __slots__ = ("runs", "deleted", "delta", "version", "_delta_batch")
+
+    def __init__(self, runs: tuple[Run, ...], deleted: tuple[frozenset[int], ...], delta: dict[Any, tuple[Any, ...]], version: int) -> None:
+        self.runs = runs
+        self.deleted = deleted
+        self.delta = delta
+        self.version = version
+        self._delta_batch: pa.RecordBatch | None = None
+
+    def get(self, key: Any) -> tuple[Any, ...] | None:
+        """The row of ``key`` in this snapshot, or None. O(#runs log n)."""
+        r = self.delta.get(key)
+        if r is not None:
+            return r
+        for run, dels in zip(self.runs, self.deleted):
+            p = run.find(key)
+            if p >= 0:
+                return None if p in dels else run.row(p)
+        return None
+
+    def batches(self, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
+        """Live rows as storage-layout batches: runs minus deletions, then the delta.
+
+        Runs with no deletions are yielded as they are (zero copy).
+        """
+        for run, dels in zip(self.runs, self.deleted):
+            if run.n == 0:
+                continue
+            if not dels:
+                yield run.batch
+            else:
+                mask = np.ones(run.n, dtype=bool)
+                mask[np.fromiter(dels, dtype=np.int64, count=len(dels))] = False
+                yield run.batch.filter(pa.array(mask))
+        if self.delta:
+            yield self.delta_batch(schema)
+
+    def delta_batch(self, schema: pa.Schema) -> pa.RecordBatch:
+        if self._delta_batch is None:
+            self._delta_batch = rows_to_batch(schema, self.delta.values())
+        return self._delta_batch
+
+    def live_count(self) -> int:
+        return sum(r.n - len(d) for r, d in zip(self.runs, self.deleted)) + len(self.delta)
+
+
+class Bucket:
+    """The mutable state of one bucket (guarded by its table's lock)."""
+
+    __slots__ = ("schema", "runs", "deleted", "delta", "indexes", "version", "_snap", "delta_bytes", "row_estimate")
+
+    def __init__(self, schema: TableSchema) -> None:
+        self.schema = schema
+        self.runs: list[Run] = []
+        self.deleted: list[set[int]] = []
+        self.delta: dict[Any, tuple[Any, ...]] = {}
+        self.indexes: dict[str, SecondaryIndex] = {}
+        self.version = 0
+        self._snap: BucketSnapshot | None = None
+        # Per value: an 8-byte slot in the tuple plus the object (strings assumed short).
+        self.row_estimate = DELTA_ROW_OVERHEAD + sum(
+            56 if pa.types.is_string(f.type) or pa.types.is_binary(f.type) else 32
+            for f in schema.storage_schema
+        )
+        self.delta_bytes = 0
+
+    # --- reads ----------------------------------------------------------------------
+
+    def get(self, key: Any) -> tuple[Any, ...] | None:
+        """Current row of ``key`` or None. O(1) in the delta, O(#runs log n) in runs."""
+        r = self.delta.get(key)
+        if r is not None:
+            return r
+        for run, dels in zip(self.runs, self.deleted):
+            p = run.find(key)
+            if p >= 0:
+                return None if p in dels else run.row(p)
+        return None
+
+    def snapshot(self) -> BucketSnapshot:
+        """A frozen view; cached until the next write. O(delta + deleted) when rebuilt."""
+        s = self._snap
+        if s is None:
+            s = self._snap = BucketSnapshot(
+                tuple(self.runs), tuple(frozenset(d) for d in self.deleted), dict(self.delta), self.version
+            )
+        return s
+
+    def live_count(self) -> int:
+        """Rows in the bucket. O(#runs)."""
+        return sum(r.n - len(d) for r, d in zip(self.runs, self.deleted)) + len(self.delta)
+
+    def memory_bytes(self) -> int:
+        """Bytes held: runs' Arrow buffers (+ key dicts), estimated delta, index entries."""
+        idx = sum(ix.entries for ix in self.indexes.values()) * 100
+        dels = sum(len(d) for d in self.deleted) * 40
+        return sum(r.nbytes for r in self.runs) + len(self.delta) * self.row_estimate + idx + dels
+
+    # --- writes (the caller holds the table lock and has checked constraints) -------
+
+    def _touch(self) -> None:
+        self.version += 1
+        self._snap = None
+
+    def remove(self, key: Any) -> tuple[Any, ...] | None:
+        """Remove the live row of ``key`` (if any) and return it. O(#runs log n)."""
+        old = self.delta.pop(key, None)
+        if old is None:
+            for run, dels in zip(self.runs, self.deleted):
+                p = run.find(key)
+                if p >= 0:
+                    if p not in dels:
+                        old = run.row(p)
+                        dels.add(p)
+                    break
+        if old is not None:
+            for ix in self.indexes.values():
+                ix.remove(key, old)
+            self._touch()
+        return old
+
+    def put(self, key: Any, row: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Insert or replace the row of ``key``; returns the old row. O(#runs log n)."""
+        old = self.remove(key)
+        self.delta[key] = row
+        for ix in self.indexes.values():
+            ix.add(key, row)
+        self._touch()
+        return old
+
+    def add_run(self, batch: pa.RecordBatch, keys: Sequence[Any] | None = None) -> None:
+        """Append a new run of rows whose keys are not live in this bucket.
+
+        The caller has removed older versions of these keys. O(rows log rows) on the int
+        path (sort), O(rows) otherwise; plus index maintenance when indexes exist.
+        """
+        if batch.num_rows == 0:
+            return
+        run = Run(self.schema, batch)
+        self.runs.append(run)
+        self.deleted.append(set())
+        if self.indexes:
+            self._index_rows(run)
+        self._touch()
+
+    def _index_rows(self, run: Run, indexes: Sequence[SecondaryIndex] | None = None) -> None:
+        ixs = list(self.indexes.values()) if indexes is None else list(indexes)
+        if not ixs or run.n == 0:
+            return
+        cols = [c.to_pylist() for c in run.batch.columns]
+        rows = list(zip(*cols))
+        kp = self.schema.key_positions
+        for i, row in enumerate(rows):
+            k = row[kp[0]] if len(kp) == 1 else tuple(row[j] for j in kp)
+            for ix in ixs:
+                ix.add(k, row)
+
+    def remove_keys_vectorized(self, keys: np.ndarray) -> None:
+        """Remove every live row whose int key is in ``keys`` (int path). O(k log n)."""
+        if self.delta:
+            if len(self.delta) < len(keys):
+                wanted = set(keys.tolist())
+                hits = [k for k in self.delta if k in wanted]
+            else:
+                hits = [k for k in keys.tolist() if k in self.delta]
+            for k in hits:
+                self.remove(k)
+        for run, dels in zip(self.runs, self.deleted):
+            pos = run.find_many(keys)
+            found = pos[pos >= 0]
+            if len(found):
+                if self.indexes:
+                    for p in found.tolist():
+                        if p not in dels:
+                            row = run.row(p)
+                            k = row[self.schema.key_positions[0]]
+                            for ix in self.indexes.values():
+                                ix.remove(k, row)
+                dels.update(found.tolist())
+        self._touch()
+
+    def clear(self) -> None:
+        """Drop every row (indexes are emptied, definitions kept). O(1) + index rebuild."""
+        self.runs = []
+        self.deleted = []
+        self.delta = {}
+        for name, ix in list(self.indexes.items()):
+            self.indexes[name] = type(ix)(ix.name, ix.columns, ix.positions)
+        self._touch()
+
+    def compact(self) -> bool:
+        """Fold runs, deletions and delta into one run. O(rows log rows).
+
+        Returns True when something changed.
+        """
+        if len(self.runs) <= 1 and not self.delta and not any(self.deleted):
+            return False
+        snap = self.snapshot()
+        parts = list(snap.batches(self.schema.storage_schema))
+        if parts:
+            merged = pa.Table.from_batches(parts, schema=self.schema.storage_schema).combine_chunks()
+            batch = merged.to_batches()[0] if merged.num_rows else None
+        else:
+            batch = None
+        self.runs = [Run(self.schema, batch)] if batch is not None and batch.num_rows else []
+        self.deleted = [set() for _ in self.runs]
+        self.delta = {}
+        self._touch()
+        return True
+
+    def needs_compaction(self, min_rows: int, fraction: float, max_runs: int) -> bool:
+        """Whether the delta, deletions or run count have grown past the thresholds."""
+        base = sum(r.n for r in self.runs)
+        churn = len(self.delta) + sum(len(d) for d in self.deleted)
+        return churn >= max(min_rows, fraction * base) or len(self.runs) > max_runs
+
+    def _check(self) -> None:
+        """Invariant check for tests: one place per key, indexes match rows."""
+        seen: dict[Any, tuple[Any, ...]] = {}
+        for run, dels in zip(self.runs, self.deleted):
+            assert all(0 <= p < run.n for p in dels), "deleted position out of range"
+            if run.keys is not None:
+                assert bool(np.all(run.keys[:-1] < run.keys[1:])) if run.n > 1 else True, "run keys not strictly sorted"
+            for p in range(run.n):
+                if p in dels:
+                    continue
+                row = run.row(p)
+                k = self.schema.key_of(row)
+                assert k not in seen, f"key {k!r} live twice in runs"
+                assert self.schema.bucket_of_key(k) is not None
+                seen[k] = row
+        for k, row in self.delta.items():
+            assert k not in seen, f"key {k!r} live in both delta and a run"
+            assert self.schema.key_of(row) == k, "delta row under a wrong key"
+            seen[k] = row
+        for ix in self.indexes.values():
+            ix._check({k: ix.value_of(r) for k, r in seen.items()})
+

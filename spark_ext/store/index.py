@@ -1,0 +1,180 @@
+"""Secondary indexes of one bucket: hash (equality) and ordered (ranges).
+
+An index maps the value of its column(s) (a scalar, or a tuple for several columns) to
+the set of primary keys (or hidden row ids) of the rows holding it. The table keeps them
+current under every change; the scan planner asks them for candidate keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator, Sequence
+
+from sortedcontainers import SortedDict
+
+HASH = "hash"
+ORDERED = "ordered"
+KINDS = (HASH, ORDERED)
+
+
+class SecondaryIndex:
+    """Base of the two index kinds.
+
+    Attributes:
+        name: index name, unique in its table.
+        columns: indexed column names in order.
+        positions: their positions in the storage layout.
+    """
+
+    kind = ""
+
+    def __init__(self, name: str, columns: Sequence[str], positions: Sequence[int]) -> None:
+        self.name = name
+        self.columns = list(columns)
+        self.positions = list(positions)
+        self._single = len(self.positions) == 1
+        self.entries = 0
+
+    def value_of(self, row: Sequence[Any]) -> Any:
+        """The indexed value of a storage-layout row. O(#columns)."""
+        if self._single:
+            return row[self.positions[0]]
+        return tuple(row[p] for p in self.positions)
+
+    def add(self, key: Any, row: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    def remove(self, key: Any, row: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    def lookup(self, value: Any) -> Iterable[Any]:
+        """Keys of rows whose indexed value equals ``value``."""
+        raise NotImplementedError
+
+    def _check(self, expected: dict[Any, Any]) -> None:
+        """Invariant check: the index holds exactly ``expected`` (key -> value)."""
+        raise NotImplementedError
+
+
+class HashIndex(SecondaryIndex):
+    """Equality index on a dict. add/remove/lookup are O(1) on average."""
+
+    kind = HASH
+
+    def __init__(self, name: str, columns: Sequence[str], positions: Sequence[int]) -> None:
+        super().__init__(name, columns, positions)
+        self._map: dict[Any, set[Any]] = {}
+
+    def add(self, key: Any, row: Sequence[Any]) -> None:
+        """Index ``row`` under ``key``. O(1) average."""
+        v = self.value_of(row)
+        s = self._map.get(v)
+        if s is None:
+            self._map[v] = {key}
+        else:
+            s.add(key)
+        self.entries += 1
+
+    def remove(self, key: Any, row: Sequence[Any]) -> None:
+        """Remove the entry of ``row`` under ``key``. O(1) average."""
+        v = self.value_of(row)
+        s = self._map.get(v)
+        if s is not None and key in s:
+            s.discard(key)
+            self.entries -= 1
+            if not s:
+                del self._map[v]
+
+    def lookup(self, value: Any) -> Iterable[Any]:
+        """Keys with this value. O(1) average plus the result size."""
+        return tuple(self._map.get(value, ()))
+
+    def _check(self, expected: dict[Any, Any]) -> None:
+        got = {k: v for v, ks in self._map.items() for k in ks}
+        assert got == expected, f"hash index {self.name} differs from the rows"
+        assert self.entries == len(expected)
+        assert all(self._map.values()), "empty key set left in hash index"
+
+
+class OrderedIndex(SecondaryIndex):
+    """Range index on a ``SortedDict``; rows with a NULL in the value are kept aside.
+
+    add/remove are O(log n); a range lookup is O(log n + result).
+    """
+
+    kind = ORDERED
+
+    def __init__(self, name: str, columns: Sequence[str], positions: Sequence[int]) -> None:
+        super().__init__(name, columns, positions)
+        self._sorted: SortedDict = SortedDict()
+        self._nulls: dict[Any, set[Any]] = {}
+
+    def _has_null(self, v: Any) -> bool:
+        return v is None if self._single else any(x is None for x in v)
+
+    def add(self, key: Any, row: Sequence[Any]) -> None:
+        """Index ``row`` under ``key``. O(log n)."""
+        v = self.value_of(row)
+        target = self._nulls if self._has_null(v) else None
+        if target is not None:
+            target.setdefault(v, set()).add(key)
+        else:
+            s = self._sorted.get(v)
+            if s is None:
+                self._sorted[v] = {key}
+            else:
+                s.add(key)
+        self.entries += 1
+
+    def remove(self, key: Any, row: Sequence[Any]) -> None:
+        """Remove the entry of ``row`` under ``key``. O(log n)."""
+        v = self.value_of(row)
+        m: Any = self._nulls if self._has_null(v) else self._sorted
+        s = m.get(v)
+        if s is not None and key in s:
+            s.discard(key)
+            self.entries -= 1
+            if not s:
+                del m[v]
+
+    def lookup(self, value: Any) -> Iterable[Any]:
+        """Keys with this value. O(log n + result)."""
+        m: Any = self._nulls if self._has_null(value) else self._sorted
+        return tuple(m.get(value, ()))
+
+    def range(
+        self, low: Any = None, high: Any = None, low_inclusive: bool = True, high_inclusive: bool = True
+    ) -> Iterator[Any]:
+        """Keys whose value (its first column, for several columns) lies in the range.
+
+        ``None`` for a bound means unbounded. NULL values never match. O(log n + result).
+        """
+        if self._single:
+            for v in self._sorted.irange(low, high, (low_inclusive, high_inclusive)):
+                yield from self._sorted[v]
+            return
+        # Several columns: tuples sort by their first column, so scan from the first
+        # tuple that can match and stop past the high bound.
+        start = None if low is None else (low,)
+        for v in self._sorted.irange(minimum=start):
+            first = v[0]
+            if low is not None and (first < low or (first == low and not low_inclusive)):
+                continue
+            if high is not None and (first > high or (first == high and not high_inclusive)):
+                break
+            yield from self._sorted[v]
+
+    def _check(self, expected: dict[Any, Any]) -> None:
+        got = {k: v for v, ks in self._sorted.items() for k in ks}
+        got.update({k: v for v, ks in self._nulls.items() for k in ks})
+        assert got == expected, f"ordered index {self.name} differs from the rows"
+        assert self.entries == len(expected)
+        self._sorted._check()
+
+
+def make_index(kind: str, name: str, columns: Sequence[str], positions: Sequence[int]) -> SecondaryIndex:
+    """Build an empty index of the given kind."""
+    if kind == HASH:
+        return HashIndex(name, columns, positions)
+    if kind == ORDERED:
+        return OrderedIndex(name, columns, positions)
+    raise ValueError(f"unknown index kind {kind!r}; use one of {KINDS}")

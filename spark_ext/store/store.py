@@ -1,0 +1,462 @@
+"""The store: a set of tables, their change sets, durability and background upkeep.
+
+Durability (when a data directory is given): every committed change is appended to the
+write-ahead log before it becomes visible; periodic checkpoints write every persistent
+table as Arrow IPC files; recovery loads the newest good checkpoint and replays the log
+after it. Two-phase change sets log a PREPARE record with their changes and a small
+COMMIT or ABORT record; one still undecided after recovery is restored as *in doubt*
+(holding its locks) for the server to resolve with its coordinator.
+
+Log records (tuples, encoded by :mod:`spark_ext.store.codec`)::
+
+    ("create_table", schema_json)        ("drop_table", name)
+    ("create_index", table, name, kind, columns)   ("drop_index", table, name)
+    ("commit1", txn_id, changes)         one-phase commit
+    ("prepare", txn_id, changes)  ("commit", txn_id)  ("abort", txn_id)
+
+``changes`` is ``ChangeSet.changes()``: per table (name, truncate, point items, bulks).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import pyarrow as pa
+
+from spark_ext.exceptions import (
+    BadArgumentError,
+    NoSuchTableError,
+    NoSuchTransactionError,
+    TableExistsError,
+)
+from spark_ext.store import checkpoint as ckpt
+from spark_ext.store.codec import decode_record, encode_record
+from spark_ext.store.schema import TableSchema
+from spark_ext.store.table import Table
+from spark_ext.store.txn import PREPARED, ChangeSet, Pending
+from spark_ext.store.wal import WriteAheadLog
+
+logger = logging.getLogger(__name__)
+
+FLUSH_POLICIES = ("commit", "group", "off")
+
+
+class Store:
+    """Tables in memory, optionally durable in ``data_dir``.
+
+    Args:
+        data_dir: folder for the log and checkpoints; None keeps everything in memory.
+        flush: ``commit`` (fsync before a commit returns), ``group`` (fsync every few
+            milliseconds in the background) or ``off`` (leave flushing to the OS).
+        memory_limit_bytes: refuse changes that would take the store past this size.
+        background: run compaction and checkpoints in a background thread.
+        checkpoint_log_bytes: checkpoint once the log has grown this much.
+        compaction_min_rows / compaction_fraction / compaction_max_runs: a bucket is
+            compacted when its changed rows reach max(min_rows, fraction x base rows) or
+            it has more than max_runs base runs.
+    """
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike[str] | None = None,
+        *,
+        flush: str = "commit",
+        memory_limit_bytes: int | None = None,
+        background: bool = True,
+        checkpoint_log_bytes: int = 256 << 20,
+        compaction_min_rows: int = 4096,
+        compaction_fraction: float = 0.25,
+        compaction_max_runs: int = 8,
+    ) -> None:
+        if flush not in FLUSH_POLICIES:
+            raise BadArgumentError(f"flush must be one of {FLUSH_POLICIES}, got {flush!r}")
+        if memory_limit_bytes is not None and (not isinstance(memory_limit_bytes, int) or memory_limit_bytes <= 0):
+            raise BadArgumentError(f"memory_limit_bytes must be a positive integer, got {memory_limit_bytes!r}")
+        self.tables: dict[str, Table] = {}
+        self.memory_limit_bytes = memory_limit_bytes
+        self.flush = flush
+        self.checkpoint_log_bytes = checkpoint_log_bytes
+        self.compaction = (compaction_min_rows, compaction_fraction, compaction_max_runs)
+        self._ddl_lock = threading.RLock()
+        self._commit_lock = threading.Lock()
+        self._txns: dict[str, ChangeSet] = {}
+        self._in_doubt: dict[str, ChangeSet] = {}
+        self._closed = False
+        self._log_bytes_since_ckpt = 0
+        self.data_dir = Path(data_dir) if data_dir is not None else None
+        self._wal: WriteAheadLog | None = None
+        self._prepare_lsns: dict[str, int] = {}
+        if self.data_dir is not None:
+            self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            self._recover()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background:
+            self._thread = threading.Thread(target=self._upkeep, name="spark-ext-store-upkeep", daemon=True)
+            self._thread.start()
+
+    # --- tables -------------------------------------------------------------------------
+
+    def create_table(
+        self,
+        name: str,
+        schema: pa.Schema | Sequence[tuple[str, Any]],
+        primary_key: Sequence[str] | str | None = None,
+        num_buckets: int = 8,
+        options: dict[str, str] | None = None,
+        if_not_exists: bool = False,
+    ) -> Table:
+        """Create a table. O(buckets).
+
+        Args:
+            name: table name.
+            schema: an Arrow schema, or ``(name, type)`` pairs with type names such as
+                ``"int64"``, ``"string"``, ``"decimal(10,2)"``, ``"timestamp_tz"``.
+            primary_key: key column(s); none gives the table a hidden row id.
+            num_buckets: hash buckets.
+            options: e.g. ``{"persistence": "memory", "memory_limit_bytes": "1000000"}``.
+            if_not_exists: return the existing table instead of failing.
+        """
+        if not isinstance(schema, pa.Schema):
+            from spark_ext.store.types import arrow_type
+
+            try:
+                schema = pa.schema([pa.field(n, arrow_type(t) if isinstance(t, str) else t) for n, t in schema])
+            except (TypeError, ValueError) as e:
+                raise BadArgumentError(f"table {name!r}: bad column list: {e}") from None
+        pk = [primary_key] if isinstance(primary_key, str) else list(primary_key or [])
+        ts = TableSchema(name, schema, pk, num_buckets, dict(options or {}))
+        with self._ddl_lock:
+            self._check_open()
+            existing = self.tables.get(name)
+            if existing is not None:
+                if if_not_exists:
+                    return existing
+                raise TableExistsError(f"table {name!r} already exists", table=name)
+            t = Table(self, ts)
+            self._log(("create_table", ts.to_json()))
+            self.tables[name] = t
+            return t
+
+    def table(self, name: str) -> Table:
+        """The table of that name. O(1). Raises NoSuchTableError."""
+        t = self.tables.get(name)
+        if t is None:
+            raise NoSuchTableError(f"no table {name!r}", table=name)
+        return t
+
+    def drop_table(self, name: str, if_exists: bool = False) -> bool:
+        """Drop a table and its data. Refused while a change set holds changes in it."""
+        with self._ddl_lock:
+            t = self.tables.get(name)
+            if t is None:
+                if if_exists:
+                    return False
+                raise NoSuchTableError(f"no table {name!r}", table=name)
+            with t.lock:
+                if t.locks or t.truncating is not None:
+                    from spark_ext.exceptions import ConflictError
+
+                    raise ConflictError(f"table {name!r} has uncommitted changes of open transactions", table=name)
+                self._log(("drop_table", name))
+                t.dropped = True
+                del self.tables[name]
+            return True
+
+    def _create_index(self, t: Table, name: str, columns: list[str], kind: str) -> None:
+        with self._ddl_lock, t.lock:
+            t.check_open()
+            t._add_index(name, columns, kind)
+            try:
+                self._log(("create_index", t.name, name, kind, columns))
+            except BaseException:
+                t._remove_index(name)
+                raise
+
+    def _drop_index(self, t: Table, name: str) -> None:
+        with self._ddl_lock, t.lock:
+            t.check_open()
+            kind, cols = t.index_defs.get(name, ("", []))
+            t._remove_index(name)
+            self._log(("drop_index", t.name, name))
+
+    def memory_bytes(self) -> int:
+        """Estimated bytes held by every table. O(tables x buckets)."""
+        return sum(t.memory_bytes() for t in list(self.tables.values()))
+
+    # --- change sets --------------------------------------------------------------------
+
+    def begin(self, txn_id: str | None = None) -> ChangeSet:
+        """Start a change set (transaction). O(1)."""
+        self._check_open()
+        cs = ChangeSet(self, txn_id)
+        if txn_id is not None:
+            if txn_id in self._txns:
+                raise BadArgumentError(f"transaction id {txn_id!r} is already in use")
+            self._txns[txn_id] = cs
+        return cs
+
+    def transaction(self, txn_id: str) -> ChangeSet:
+        """An open, prepared or in-doubt change set by id. Raises NoSuchTransactionError."""
+        cs = self._txns.get(txn_id) or self._in_doubt.get(txn_id)
+        if cs is None:
+            raise NoSuchTransactionError(f"no open transaction {txn_id!r}", txn=txn_id)
+        return cs
+
+    def in_doubt(self) -> list[str]:
+        """Ids of prepared change sets restored by recovery, awaiting a decision."""
+        return [i for i, cs in self._in_doubt.items() if cs.state == PREPARED]
+
+    def _autocommit(self, t: Table, stage: Callable[[ChangeSet], Any]) -> Any:
+        """Run one staging call and commit it under a single hold of the table lock."""
+        with t.lock:
+            cs = ChangeSet(self, autocommit=True)
+            result = stage(cs)
+            if any(not p.is_empty() for p in cs.pending.values()):
+                cs.commit()
+            return result
+
+    def _tables_of(self, cs: ChangeSet) -> list[Table]:
+        return [cs.pending[n].table for n in sorted(cs.pending)]
+
+    def _commit(self, cs: ChangeSet, one_phase: bool) -> None:
+        tables = self._tables_of(cs)
+        for t in tables:
+            t.lock.acquire()
+        try:
+            with self._commit_lock:
+                changes = None
+                if one_phase:
+                    changes = cs.changes()
+                    if changes and any(p.table.persistent for p in cs.pending.values()):
+                        self._log(("commit1", cs.id, self._durable(cs, changes)))
+                elif cs.id in self._prepare_lsns:
+                    self._log(("commit", cs.id))
+                for p in cs.pending.values():
+                    if not p.is_empty():
+                        p.table.check_open()
+                        p.table.apply(p.truncate, p.point.items(), [(b.live_batch(), b.upsert) for b in p.bulks])
+            self._prepare_lsns.pop(cs.id, None)
+        finally:
+            for t in reversed(tables):
+                t.lock.release()
+            self._txns.pop(cs.id, None)
+            self._in_doubt.pop(cs.id, None)
+
+    def _durable(self, cs: ChangeSet, changes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+        persistent = {n for n, p in cs.pending.items() if p.table.persistent}
+        return [c for c in changes if c[0] in persistent]
+
+    def _log_prepare(self, cs: ChangeSet) -> None:
+        if self._wal is None:
+            return
+        changes = self._durable(cs, cs.changes())
+        if changes:
+            with self._commit_lock:
+                self._prepare_lsns[cs.id] = self._log(("prepare", cs.id, changes))
+
+    def _log_abort(self, cs: ChangeSet) -> None:
+        if cs.id in self._prepare_lsns:
+            with self._commit_lock:
+                self._log(("abort", cs.id))
+                self._prepare_lsns.pop(cs.id, None)
+        self._txns.pop(cs.id, None)
+        self._in_doubt.pop(cs.id, None)
+
+    def _log(self, record: tuple[Any, ...]) -> int:
+        if self._wal is None:
+            return 0
+        data = encode_record(record)
+        self._log_bytes_since_ckpt += len(data)
+        return self._wal.append(data)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            from spark_ext.exceptions import ShuttingDownError
+
+            raise ShuttingDownError("the store is closed")
+
+    # --- recovery -----------------------------------------------------------------------
+
+    def _recover(self) -> None:
+        assert self.data_dir is not None
+        t0 = time.monotonic()
+        cp = ckpt.read_latest_checkpoint(self.data_dir / "checkpoints")
+        ckpt_lsn = 0
+        replay_from = 0
+        if cp is not None:
+            ckpt_lsn = cp.lsn
+            replay_from = int(cp.catalog.get("replay_from", ckpt_lsn))
+            for tdef in cp.catalog.get("tables", []):
+                ts = TableSchema.from_json(tdef["schema"])
+                t = Table(self, ts)
+                t.next_rowid = int(tdef.get("next_rowid", 1))
+                self.tables[ts.name] = t
+                if t.persistent:
+                    batches = list(cp.open_table(ts.name))
+                    if batches:
+                        t.apply(False, (), [(b, False) for b in batches if b.num_rows])
+                for iname, (kind, cols) in tdef.get("indexes", {}).items():
+                    t._add_index(iname, cols, kind)
+        self._wal = WriteAheadLog(self.data_dir / "wal", flush=self.flush)
+        prepared: dict[str, tuple[int, list[Any]]] = {}
+        n = 0
+        for lsn, payload in self._wal.replay(after_lsn=min(replay_from, ckpt_lsn)):
+            rec = decode_record(payload)
+            n += 1
+            kind = rec[0]
+            if kind == "prepare":
+                prepared[rec[1]] = (lsn, rec[2])
+                continue
+            if kind == "commit":
+                entry = prepared.pop(rec[1], None)
+                if entry is not None and lsn > ckpt_lsn:
+                    self._replay_changes(entry[1])
+                continue
+            if kind == "abort":
+                prepared.pop(rec[1], None)
+                continue
+            if lsn <= ckpt_lsn:
+                continue  # already in the checkpoint
+            self._replay(rec)
+        for txn_id, (lsn, changes) in prepared.items():
+            cs = self._restage(txn_id, changes)
+            self._prepare_lsns[txn_id] = lsn
+            self._in_doubt[txn_id] = cs
+            logger.warning("transaction %s was prepared but not decided before the restart; it is in doubt", txn_id)
+        logger.info(
+            "recovered %d table(s) from %s: checkpoint lsn %d, %d log record(s) replayed in %.2fs",
+            len(self.tables), self.data_dir, ckpt_lsn, n, time.monotonic() - t0,
+        )
+
+    def _replay(self, rec: tuple[Any, ...]) -> None:
+        kind = rec[0]
+        if kind == "create_table":
+            ts = TableSchema.from_json(rec[1])
+            self.tables[ts.name] = Table(self, ts)
+        elif kind == "drop_table":
+            t = self.tables.pop(rec[1], None)
+            if t is not None:
+                t.dropped = True
+        elif kind == "create_index":
+            self.tables[rec[1]]._add_index(rec[2], list(rec[4]), rec[3])
+        elif kind == "drop_index":
+            self.tables[rec[1]]._remove_index(rec[2])
+        elif kind == "commit1":
+            self._replay_changes(rec[2])
+        else:
+            logger.warning("unknown log record kind %r skipped", kind)
+
+    def _replay_changes(self, changes: list[Any]) -> None:
+        for name, truncate, point, bulks in changes:
+            t = self.tables.get(name)
+            if t is None:
+                continue  # dropped later in the log
+            t.apply(truncate, point, [(b if isinstance(b, pa.RecordBatch) else b.to_batch(), up) for b, up in bulks])
+
+    def _restage(self, txn_id: str, changes: list[Any]) -> ChangeSet:
+        cs = ChangeSet(self, txn_id)
+        for name, truncate, point, bulks in changes:
+            t = self.tables[name]
+            p = cs.pending[name] = Pending(t, dict(point), [], truncate)
+            from spark_ext.store.txn import Bulk
+            from spark_ext.store.schema import batch_keys
+
+            for b, up in bulks:
+                b = b if isinstance(b, pa.RecordBatch) else b.to_batch()
+                p.bulks.append(Bulk(b, up, batch_keys(t.schema, b)))
+            for k in p.locked_keys():
+                t.locks[k] = cs
+            if truncate:
+                t.truncating = cs
+        cs.state = PREPARED
+        return cs
+
+    # --- checkpoints and upkeep ---------------------------------------------------------
+
+    def checkpoint(self) -> int:
+        """Write every persistent table to a checkpoint and trim the log. Returns its LSN.
+
+        Holds the locks only to take snapshots (cheap); the files are written after.
+        """
+        if self._wal is None or self.data_dir is None:
+            return 0
+        with self._ddl_lock:
+            tables = [self.tables[n] for n in sorted(self.tables)]
+            for t in tables:
+                t.lock.acquire()
+            try:
+                with self._commit_lock:
+                    lsn = self._wal.last_lsn
+                    self._wal.rotate()
+                    # Records after replay_from are replayed: keep every undecided PREPARE.
+                    replay_from = min([lsn, *(p - 1 for p in self._prepare_lsns.values())])
+                    catalog: dict[str, Any] = {"replay_from": replay_from, "tables": []}
+                    contents = {}
+                    for t in tables:
+                        catalog["tables"].append(
+                            {
+                                "schema": t.schema.to_json(),
+                                "next_rowid": t.next_rowid,
+                                "indexes": {n: [k, c] for n, (k, c) in t.index_defs.items()},
+                            }
+                        )
+                        if t.persistent:
+                            snaps = [b.snapshot() for b in t.buckets]
+                            contents[t.name] = (t.schema.storage_schema, _batches_of(snaps, t.schema.storage_schema))
+                    self._log_bytes_since_ckpt = 0
+            finally:
+                for t in reversed(tables):
+                    t.lock.release()
+        ckpt.write_checkpoint(self.data_dir / "checkpoints", lsn, catalog, contents)
+        self._wal.truncate_before(replay_from + 1)
+        logger.info("checkpoint at lsn %d written", lsn)
+        return lsn
+
+    def _upkeep(self) -> None:
+        min_rows, fraction, max_runs = self.compaction
+        while not self._stop.wait(0.25):
+            try:
+                for t in list(self.tables.values()):
+                    for i in range(len(t.buckets)):
+                        with t.lock:
+                            if t.dropped:
+                                break
+                            b = t.buckets[i]
+                            if b.needs_compaction(min_rows, fraction, max_runs):
+                                b.compact()
+                if self._wal is not None and self._log_bytes_since_ckpt >= self.checkpoint_log_bytes:
+                    self.checkpoint()
+            except Exception:  # keep the store serving; the error is logged in full
+                logger.exception("background upkeep failed")
+
+    def compact(self) -> int:
+        """Compact every table now; returns how many buckets changed."""
+        return sum(t.compact() for t in list(self.tables.values()))
+
+    def close(self) -> None:
+        """Stop background work and flush the log. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._wal is not None:
+            self._wal.close()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _batches_of(snaps: Iterable[Any], schema: pa.Schema) -> Iterable[pa.RecordBatch]:
+    for s in snaps:
+        yield from s.batches(schema)

@@ -1,0 +1,311 @@
+"""A table: its buckets, its lock, its key locks, its indexes, and convenience methods.
+
+Reads (``get``, ``get_many``, ``scan``) see committed data only. Every write method
+here is a one-statement change set committed at once; use :meth:`Store.begin` to group
+changes across calls and tables.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from spark_ext.exceptions import (
+    BadArgumentError,
+    IndexExistsError,
+    NoSuchIndexError,
+    NoSuchTableError,
+    SchemaError,
+)
+from spark_ext.store import predicate as P
+from spark_ext.store.bucket import Bucket
+from spark_ext.store.index import KINDS, make_index
+from spark_ext.store.scan import Scan
+from spark_ext.store.schema import ROWID, TableSchema, batch_buckets, batch_key_array, batch_keys
+
+if TYPE_CHECKING:
+    from spark_ext.store.store import Store
+    from spark_ext.store.txn import ChangeSet
+
+logger = logging.getLogger(__name__)
+
+
+class Table:
+    """One table of a :class:`Store`. Thread-safe: one re-entrant lock guards its state."""
+
+    def __init__(self, store: "Store", schema: TableSchema) -> None:
+        self.store = store
+        self.schema = schema
+        self.name = schema.name
+        self.lock = threading.RLock()
+        self.buckets = [Bucket(schema) for _ in range(schema.num_buckets)]
+        self.locks: dict[Any, "ChangeSet"] = {}
+        self.truncating: "ChangeSet | None" = None
+        self.index_defs: dict[str, tuple[str, list[str]]] = {}
+        self.next_rowid = 1
+        self.version = 0
+        self.dropped = False
+        self.persistent = schema.options.get("persistence", "true").lower() not in ("false", "none", "memory", "off")
+        lim = schema.options.get("memory_limit_bytes")
+        try:
+            self.memory_limit_bytes: int | None = int(lim) if lim else None
+        except ValueError:
+            raise SchemaError(f"table {self.name!r}: option memory_limit_bytes must be an integer, got {lim!r}") from None
+
+    def check_open(self) -> None:
+        if self.dropped:
+            raise NoSuchTableError(f"table {self.name!r} was dropped", table=self.name)
+
+    # --- reads --------------------------------------------------------------------------
+
+    def _user_row(self, row: tuple[Any, ...] | None) -> tuple[Any, ...] | None:
+        if row is None or not self.schema.hidden_rowid:
+            return row
+        return row[:-1]
+
+    def get(self, key: Any) -> tuple[Any, ...] | None:
+        """The row with this key (user columns, in order), or None.
+
+        O(1) for recently written rows, O(log n) binary search in base runs on the int
+        path. Raises NullKeyError / TypeMismatchError for a bad key.
+        """
+        schema = self.schema
+        k = schema.coerce_key(key)
+        b = self.buckets[schema.bucket_of_key(k)]
+        with self.lock:
+            row = b.get(k)
+        return self._user_row(row)
+
+    def get_many(self, keys: Sequence[Any]) -> list[tuple[Any, ...] | None]:
+        """Rows for many keys (None where absent), all read at one moment. O(len(keys))."""
+        schema = self.schema
+        ks = [schema.coerce_key(k) for k in keys]
+        bs = [self.buckets[schema.bucket_of_key(k)] for k in ks]
+        with self.lock:
+            rows = [b.get(k) for b, k in zip(bs, ks)]
+        return [self._user_row(r) for r in rows]
+
+    def committed_get(self, key: Any) -> tuple[Any, ...] | None:
+        """Storage-layout row of an already coerced key (caller holds the lock)."""
+        return self.buckets[self.schema.bucket_of_key(key)].get(key)
+
+    def committed_existing(self, batch: pa.RecordBatch, keys: list[Any]) -> Iterable[Any]:
+        """Keys of ``batch`` that are live in the committed table (caller holds the lock).
+
+        Vectorized on the int path. O(rows log n).
+        """
+        schema = self.schema
+        if schema.int_key:
+            bks = batch_buckets(schema, batch)
+            arr = batch_key_array(schema, batch)
+            for b in np.unique(bks).tolist():
+                bucket = self.buckets[b]
+                sub = arr[bks == b]
+                delta = bucket.delta
+                if delta:
+                    for k in sub.tolist():
+                        if k in delta:
+                            yield k
+                for run, dels in zip(bucket.runs, bucket.deleted):
+                    pos = run.find_many(sub)
+                    for i in np.nonzero(pos >= 0)[0].tolist():
+                        if int(pos[i]) not in dels:
+                            yield int(sub[i])
+        else:
+            for k in keys:
+                if self.committed_get(k) is not None:
+                    yield k
+
+    def keys_where(self, pred: P.Predicate | None) -> list[Any]:
+        """Keys of committed rows matching a bound predicate (caller holds the lock)."""
+        out: list[Any] = []
+        for batch in _raw_scan(self, pred):
+            out.extend(batch_keys(self.schema, batch))
+        return out
+
+    def scan(
+        self,
+        columns: Sequence[str] | None = None,
+        where: P.Predicate | list[Any] | None = None,
+        limit: int | None = None,
+        buckets: Sequence[int] | None = None,
+    ) -> Scan:
+        """A consistent scan; iterate it for Arrow record batches.
+
+        Args:
+            columns: names to return, in order (default: every user column; the hidden
+                ``_rowid`` may be named for tables without a primary key).
+            where: a predicate (see :mod:`spark_ext.store.predicate`) or its JSON form.
+            limit: stop after this many rows.
+            buckets: only these buckets (Spark reads one bucket per task).
+
+        Taking the snapshot is O(buckets + recent changes); iterating is O(rows examined),
+        vectorized, with no per-row Python work for data unchanged since compaction.
+        """
+        return Scan(self, columns, where, limit, buckets)
+
+    def count(self) -> int:
+        """Number of rows. O(buckets)."""
+        with self.lock:
+            return sum(b.live_count() for b in self.buckets)
+
+    def memory_bytes(self) -> int:
+        """Estimated bytes held by the table's data and indexes. O(buckets)."""
+        with self.lock:
+            return sum(b.memory_bytes() for b in self.buckets)
+
+    # --- autocommit writes ----------------------------------------------------------------
+
+    def insert(self, rows: Any) -> int:
+        """Insert rows (dicts, tuples, pandas or Arrow); any existing key rejects them all."""
+        return self.store._autocommit(self, lambda cs: cs.insert(self.name, rows))
+
+    def upsert(self, rows: Any) -> int:
+        """Insert rows or replace the rows with the same keys."""
+        return self.store._autocommit(self, lambda cs: cs.upsert(self.name, rows))
+
+    def update(self, key: Any, values: Mapping[str, Any]) -> bool:
+        """Set some columns of one row; False if the key does not exist."""
+        return self.store._autocommit(self, lambda cs: cs.update(self.name, [key], values)) == 1
+
+    def update_many(self, keys: Sequence[Any], values: Mapping[str, Any]) -> int:
+        """Set the same columns on many rows; returns how many existed."""
+        return self.store._autocommit(self, lambda cs: cs.update(self.name, keys, values))
+
+    def delete(self, keys: Sequence[Any] | Any) -> int:
+        """Delete rows by key (one key or a list); returns how many existed."""
+        ks = keys if isinstance(keys, list) else [keys]
+        return self.store._autocommit(self, lambda cs: cs.delete(self.name, ks))
+
+    def update_where(self, where: P.Predicate | list[Any] | None, values: Mapping[str, Any]) -> int:
+        """Update every row matching a predicate; returns how many."""
+        return self.store._autocommit(self, lambda cs: cs.update_where(self.name, where, values))
+
+    def delete_where(self, where: P.Predicate | list[Any] | None) -> int:
+        """Delete every row matching a predicate; returns how many."""
+        return self.store._autocommit(self, lambda cs: cs.delete_where(self.name, where))
+
+    def truncate(self) -> None:
+        """Delete every row."""
+        self.store._autocommit(self, lambda cs: cs.truncate(self.name))
+
+    # --- indexes ------------------------------------------------------------------------
+
+    def create_index(self, name: str, columns: Sequence[str] | str, kind: str = "hash") -> None:
+        """Create a secondary index and fill it from the current rows. O(rows).
+
+        Raises:
+            IndexExistsError, UnknownColumnError, BadArgumentError.
+        """
+        self.store._create_index(self, name, [columns] if isinstance(columns, str) else list(columns), kind)
+
+    def drop_index(self, name: str) -> None:
+        """Drop a secondary index. O(1)."""
+        self.store._drop_index(self, name)
+
+    def _add_index(self, name: str, columns: list[str], kind: str) -> None:
+        if not isinstance(name, str) or not name:
+            raise BadArgumentError(f"table {self.name!r}: an index needs a name", table=self.name)
+        if name in self.index_defs:
+            raise IndexExistsError(f"table {self.name!r} already has an index {name!r}", table=self.name, index=name)
+        if kind not in KINDS:
+            raise BadArgumentError(f"index kind must be one of {KINDS}, got {kind!r}", table=self.name)
+        if not columns:
+            raise BadArgumentError(f"table {self.name!r}: index {name!r} needs at least one column", table=self.name)
+        positions = [self.schema.column_index(c) for c in columns]
+        for b in self.buckets:
+            ix = make_index(kind, name, columns, positions)
+            snap = b.snapshot()
+            for batch in snap.batches(self.schema.storage_schema):
+                for row in zip(*[c.to_pylist() for c in batch.columns]):
+                    ix.add(self.schema.key_of(row), row)
+            b.indexes[name] = ix
+        self.index_defs[name] = (kind, list(columns))
+
+    def _remove_index(self, name: str) -> None:
+        if name not in self.index_defs:
+            raise NoSuchIndexError(f"table {self.name!r} has no index {name!r}", table=self.name, index=name)
+        for b in self.buckets:
+            del b.indexes[name]
+        del self.index_defs[name]
+
+    # --- rowids, apply, compaction ------------------------------------------------------
+
+    def reserve_rowids(self, n: int) -> int:
+        """Reserve ``n`` hidden row ids; returns the first. O(1)."""
+        first = self.next_rowid
+        self.next_rowid += n
+        return first
+
+    def apply(self, truncate: bool, point: Iterable[tuple[Any, Any]], bulks: Iterable[tuple[pa.RecordBatch, bool]]) -> None:
+        """Apply a committed change (caller holds the lock). Cannot fail on valid input."""
+        schema = self.schema
+        if truncate:
+            for b in self.buckets:
+                b.clear()
+        for batch, upsert in bulks:
+            if batch.num_rows == 0:
+                continue
+            if schema.hidden_rowid:
+                mx = int(np.max(batch.column(schema.key_positions[0]).to_numpy()))
+                self.next_rowid = max(self.next_rowid, mx + 1)
+            bks = batch_buckets(schema, batch)
+            for bno in np.unique(bks).tolist():
+                sub = batch.filter(pa.array(bks == bno))
+                bucket = self.buckets[bno]
+                if not truncate:
+                    # A key staged by this change set may be live already (upsert), or
+                    # an earlier version was deleted by the same set: drop old versions.
+                    if schema.int_key:
+                        bucket.remove_keys_vectorized(batch_key_array(schema, sub))
+                    else:
+                        for k in batch_keys(schema, sub):
+                            bucket.remove(k)
+                bucket.add_run(sub)
+        buckets = self.buckets
+        for k, row in point:
+            b = buckets[schema.bucket_of_key(k)]
+            if row is None:
+                b.remove(k)
+            else:
+                if schema.hidden_rowid and k >= self.next_rowid:
+                    self.next_rowid = k + 1
+                b.put(k, row)
+        self.version += 1
+
+    def compact(self) -> int:
+        """Compact every bucket that has changes; returns how many were compacted."""
+        n = 0
+        for i in range(len(self.buckets)):
+            with self.lock:
+                if self.buckets[i].compact():
+                    n += 1
+        return n
+
+    def _check(self) -> None:
+        """Invariant check for tests: every bucket consistent, keys in the right bucket."""
+        with self.lock:
+            for i, b in enumerate(self.buckets):
+                b._check()
+                for k in b.snapshot().delta:
+                    assert self.schema.bucket_of_key(k) == i, f"key {k!r} in wrong bucket {i}"
+                for run in b.runs:
+                    if run.keys is not None and run.n:
+                        ks = run.keys[:: max(1, run.n // 50)].tolist()
+                        assert all(self.schema.bucket_of_key(k) == i for k in ks), "run key in wrong bucket"
+            if not self.locks:
+                assert self.truncating is None or self.truncating.state in ("open", "prepared")
+
+
+def _raw_scan(t: Table, pred: P.Predicate | None) -> Iterable[pa.RecordBatch]:
+    """Storage-layout batches of committed rows matching a bound predicate."""
+    s = Scan(t, columns=list(t.schema.column_names), where=None)
+    for batch in s:
+        if pred is not None:
+            batch = batch.filter(P.evaluate(pred, batch))
+        if batch.num_rows:
+            yield batch

@@ -1,0 +1,615 @@
+"""Change sets: groups of changes staged, prepared, then committed or aborted as a unit.
+
+Staging checks everything (types, NULL keys, duplicate keys, conflicts) at once and
+records the result in an *overlay* per table: key -> new row, or ``None`` for a delete,
+plus vectorized *bulk* batches for large Arrow inputs. Every key a change set touches is
+locked in its table until commit or abort, so a prepared change set can always commit:
+another change set touching the same key gets a :class:`ConflictError` at once (no
+waiting, so no deadlocks). Nothing is visible to readers before commit, and commit
+applies all tables under their locks, so no reader ever sees half a change set.
+
+A failed staging call changes nothing: neither the overlay nor the locks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from spark_ext.exceptions import (
+    BadArgumentError,
+    ConflictError,
+    DuplicateKeyError,
+    MemoryLimitError,
+    TransactionStateError,
+)
+from spark_ext.store import predicate as P
+from spark_ext.store.rows import normalize_rows
+from spark_ext.store.schema import ROWID, batch_buckets, batch_key_array, batch_keys, rows_to_batch
+
+if TYPE_CHECKING:
+    from spark_ext.store.store import Store
+    from spark_ext.store.table import Table
+
+logger = logging.getLogger(__name__)
+
+OPEN, PREPARED, COMMITTED, ABORTED = "open", "prepared", "committed", "aborted"
+_ids = itertools.count(1)
+
+
+@dataclass
+class Bulk:
+    """A vectorized insert or upsert of a storage-layout batch."""
+
+    batch: pa.RecordBatch
+    upsert: bool
+    keys: list[Any]
+    live: np.ndarray | None = None  # False where a later change in the set superseded a row
+    _pos: dict[Any, int] | None = None
+
+    def find(self, key: Any) -> int:
+        """Live position of ``key`` in this batch, or -1 (index built on first use)."""
+        if self._pos is None:
+            self._pos = {k: i for i, k in enumerate(self.keys)}
+        p = self._pos.get(key, -1)
+        if p >= 0 and self.live is not None and not self.live[p]:
+            return -1
+        return p
+
+    def kill(self, pos: int) -> None:
+        if self.live is None:
+            self.live = np.ones(self.batch.num_rows, dtype=bool)
+        self.live[pos] = False
+
+    def live_batch(self) -> pa.RecordBatch:
+        return self.batch if self.live is None else self.batch.filter(pa.array(self.live))
+
+
+@dataclass
+class Pending:
+    """The overlay of one change set on one table."""
+
+    table: "Table"
+    point: dict[Any, tuple[Any, ...] | None] = field(default_factory=dict)
+    bulks: list[Bulk] = field(default_factory=list)
+    truncate: bool = False
+
+    def is_empty(self) -> bool:
+        return not self.point and not self.bulks and not self.truncate
+
+    def added_bytes(self) -> int:
+        rows = sum(1 for r in self.point.values() if r is not None)
+        est = self.table.buckets[0].row_estimate if self.table.buckets else 200
+        return rows * est + sum(b.batch.nbytes for b in self.bulks)
+
+    def locked_keys(self) -> Iterable[Any]:
+        yield from self.point.keys()
+        for b in self.bulks:
+            yield from b.keys
+
+
+class ChangeSet:
+    """A transaction over the tables of one store.
+
+    Use as a context manager to commit on success and abort on error::
+
+        with store.begin() as cs:
+            cs.insert("t", rows)
+            cs.delete("u", [1, 2])
+
+    Staging calls are thread-safe; each runs under its table's lock.
+    """
+
+    def __init__(self, store: "Store", txn_id: str | None = None, autocommit: bool = False) -> None:
+        self.store = store
+        self.id = txn_id or f"local-{next(_ids)}"
+        self.state = OPEN
+        self.pending: dict[str, Pending] = {}
+        self.prepare_lsn = 0
+        # Autocommit change sets stage and commit under one hold of the table lock, so
+        # they need not register key locks.
+        self._register = not autocommit
+        self._mutex = threading.RLock()
+
+    # --- context manager --------------------------------------------------------------
+
+    def __enter__(self) -> "ChangeSet":
+        return self
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is None and self.state in (OPEN, PREPARED):
+            self.commit()
+        elif self.state in (OPEN, PREPARED):
+            self.abort()
+
+    # --- helpers ----------------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if self.state != OPEN:
+            raise TransactionStateError(
+                f"transaction {self.id} is {self.state}; no more changes can be staged", txn=self.id
+            )
+
+    def _pending(self, table: "Table") -> Pending:
+        p = self.pending.get(table.name)
+        if p is None or p.table is not table:
+            p = self.pending[table.name] = Pending(table)
+        return p
+
+    def _check_table_free(self, table: "Table") -> None:
+        owner = table.truncating
+        if owner is not None and owner is not self:
+            raise ConflictError(
+                f"table {table.name!r} is being truncated by transaction {owner.id}",
+                table=table.name, txn=owner.id,
+            )
+
+    def _check_key_free(self, table: "Table", key: Any) -> None:
+        owner = table.locks.get(key)
+        if owner is not None and owner is not self:
+            raise ConflictError(
+                f"table {table.name!r}: key {key!r} is locked by transaction {owner.id}",
+                table=table.name, value=repr(key), txn=owner.id,
+            )
+
+    def _current(self, table: "Table", p: Pending, key: Any) -> tuple[Any, ...] | None:
+        """The row of ``key`` as this change set sees it (its own changes applied)."""
+        if key in p.point:
+            return p.point[key]
+        if p.bulks and (not self._register or table.locks.get(key) is self):
+            for b in reversed(p.bulks):
+                pos = b.find(key)
+                if pos >= 0:
+                    return _batch_row(b.batch, pos)
+        if p.truncate:
+            return None
+        return table.committed_get(key)
+
+    def _lock(self, table: "Table", keys: Iterable[Any]) -> None:
+        if self._register:
+            locks = table.locks
+            for k in keys:
+                locks[k] = self
+
+    def _kill_in_bulks(self, p: Pending, key: Any) -> None:
+        for b in p.bulks:
+            pos = b.find(key)
+            if pos >= 0:
+                b.kill(pos)
+
+    # --- staging: point path ------------------------------------------------------------
+
+    def insert(self, table: str, rows: Any) -> int:
+        """Stage new rows; a key that exists (or repeats) rejects the whole call.
+
+        Complexity: O(rows x columns); Arrow inputs of many rows are checked vectorized.
+
+        Raises:
+            DuplicateKeyError: naming the table and the key.
+            ConflictError: a key is locked by another open change set.
+        """
+        return self._write(table, rows, upsert=False)
+
+    def upsert(self, table: str, rows: Any) -> int:
+        """Stage rows that replace existing rows with the same key or are added. O(rows)."""
+        return self._write(table, rows, upsert=True)
+
+    def _write(self, name: str, rows: Any, upsert: bool) -> int:
+        t = self.store.table(name)
+        with t.lock, self._mutex:
+            self._require_open()
+            t.check_open()
+            self._check_table_free(t)
+            if upsert and t.schema.hidden_rowid:
+                raise BadArgumentError(
+                    f"table {t.name!r} has no primary key, so rows cannot be matched for an "
+                    "upsert; use insert, or declare a primary key",
+                    table=t.name,
+                )
+            data = normalize_rows(t.schema, rows)
+            if isinstance(data, pa.RecordBatch):
+                return self._write_bulk(t, data, upsert)
+            return self._write_points(t, data, upsert)
+
+    def _write_points(self, t: "Table", rows: list[list[Any]], upsert: bool) -> int:
+        schema = t.schema
+        if schema.hidden_rowid:
+            first = t.reserve_rowids(len(rows))
+            for i, r in enumerate(rows):
+                r.append(first + i)
+        p = self._pending(t)
+        staged: dict[Any, tuple[Any, ...]] = {}
+        for r in rows:
+            row = tuple(r)
+            k = schema.key_of(row)
+            if k in staged:
+                raise DuplicateKeyError(
+                    f"table {t.name!r}: key {k!r} appears twice in the rows given",
+                    table=t.name, column=",".join(schema.key_columns), value=repr(k),
+                )
+            self._check_key_free(t, k)
+            if not upsert and self._current(t, p, k) is not None:
+                raise DuplicateKeyError(
+                    f"table {t.name!r}: a row with key {_show_key(schema, k)} already exists",
+                    table=t.name, column=",".join(schema.key_columns), value=repr(k),
+                )
+            staged[k] = row
+        for k, row in staged.items():
+            if k not in p.point:
+                self._kill_in_bulks(p, k)
+            p.point[k] = row
+        self._lock(t, staged)
+        return len(staged)
+
+    # --- staging: bulk path -------------------------------------------------------------
+
+    def _write_bulk(self, t: "Table", batch: pa.RecordBatch, upsert: bool) -> int:
+        schema = t.schema
+        n = batch.num_rows
+        if schema.hidden_rowid:
+            first = t.reserve_rowids(n)
+            batch = batch.append_column(
+                pa.field(ROWID, pa.int64(), nullable=False), pa.array(np.arange(first, first + n, dtype=np.int64))
+            )
+        keys = batch_keys(schema, batch)
+        if len(set(keys)) != n:
+            seen: set[Any] = set()
+            dup = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+            raise DuplicateKeyError(
+                f"table {t.name!r}: key {_show_key(schema, dup)} appears twice in the rows given",
+                table=t.name, column=",".join(schema.key_columns), value=repr(dup),
+            )
+        p = self._pending(t)
+        # Conflicts with other change sets.
+        if t.locks and not t.locks.keys().isdisjoint(keys):
+            for k in keys:
+                self._check_key_free(t, k)
+        if not upsert:
+            dup = self._first_existing(t, p, batch, keys)
+            if dup is not None:
+                raise DuplicateKeyError(
+                    f"table {t.name!r}: a row with key {_show_key(schema, dup)} already exists",
+                    table=t.name, column=",".join(schema.key_columns), value=repr(dup),
+                )
+        # Earlier changes of this set to the same keys are superseded.
+        if p.point:
+            for k in [k for k in p.point if k in set(keys)] if len(p.point) < n else [k for k in keys if k in p.point]:
+                del p.point[k]
+        if p.bulks:
+            key_set = set(keys)
+            for b in p.bulks:
+                for i, k in enumerate(b.keys):
+                    if k in key_set:
+                        b.kill(i)
+        p.bulks.append(Bulk(batch=batch, upsert=upsert, keys=keys))
+        self._lock(t, keys)
+        return n
+
+    def _first_existing(self, t: "Table", p: Pending, batch: pa.RecordBatch, keys: list[Any]) -> Any:
+        """First key of ``keys`` already live in this change set's view, or None."""
+        key_set: set[Any] | None = None
+        for k, row in p.point.items():
+            if row is not None:
+                key_set = key_set if key_set is not None else set(keys)
+                if k in key_set:
+                    return k
+        for b in p.bulks:
+            key_set = key_set if key_set is not None else set(keys)
+            for i, k in enumerate(b.keys):
+                if k in key_set and (b.live is None or b.live[i]):
+                    return k
+        if p.truncate:
+            return None
+        deleted_here = {k for k, r in p.point.items() if r is None}
+        for k in t.committed_existing(batch, keys):
+            if k not in deleted_here:
+                return k
+        return None
+
+    # --- staging: updates and deletes ----------------------------------------------------
+
+    def update(self, table: str, keys: Sequence[Any], values: Mapping[str, Any]) -> int:
+        """Set columns of the rows with these keys; absent keys are skipped.
+
+        Changing a key column moves the row (the new key must not exist).
+        O(len(keys) x columns). Returns how many rows were updated.
+        """
+        t = self.store.table(table)
+        with t.lock, self._mutex:
+            self._require_open()
+            t.check_open()
+            self._check_table_free(t)
+            schema = t.schema
+            if not values:
+                raise BadArgumentError(f"table {t.name!r}: update needs at least one column to set", table=t.name)
+            setters = []
+            for c, v in values.items():
+                i = schema.column_index(c)
+                if c == ROWID:
+                    raise BadArgumentError(f"table {t.name!r}: the hidden row id cannot be updated", table=t.name)
+                if v is None:
+                    if not schema.nullable[i]:
+                        raise schema._null_error(i)
+                    setters.append((i, None))
+                else:
+                    setters.append((i, schema.coercers[i](v)))
+            key_cols_changed = any(i in schema.key_positions for i, _ in setters)
+            p = self._pending(t)
+            plan: list[tuple[Any, Any, tuple[Any, ...]]] = []
+            for k in dict.fromkeys(schema.coerce_key(k) for k in keys):
+                self._check_key_free(t, k)
+                cur = self._current(t, p, k)
+                if cur is None:
+                    continue
+                new = list(cur)
+                for i, v in setters:
+                    new[i] = v
+                row = tuple(new)
+                plan.append((k, schema.key_of(row) if key_cols_changed else k, row))
+            self._stage_moves(t, p, plan)
+            return len(plan)
+
+    def replace(self, table: str, pairs: Sequence[tuple[Any, Any]]) -> int:
+        """Replace whole rows by key: ``(old_key, new_row)`` pairs (Spark's delta update).
+
+        The new row may carry a different key (the row moves). O(pairs x columns).
+        """
+        t = self.store.table(table)
+        with t.lock, self._mutex:
+            self._require_open()
+            t.check_open()
+            self._check_table_free(t)
+            schema = t.schema
+            p = self._pending(t)
+            plan = []
+            for old_key, new_row in pairs:
+                ok = schema.coerce_key(old_key)
+                vals = schema.dict_to_values(new_row) if isinstance(new_row, dict) else new_row
+                row_l = schema.coerce_row(vals)
+                if schema.hidden_rowid:
+                    row_l.append(ok)
+                row = tuple(row_l)
+                nk = schema.key_of(row)
+                self._check_key_free(t, ok)
+                self._check_key_free(t, nk)
+                plan.append((ok, nk, row))
+            self._stage_moves(t, p, plan)
+            return len(plan)
+
+    def _stage_moves(self, t: "Table", p: Pending, plan: list[tuple[Any, Any, tuple[Any, ...]]]) -> None:
+        """Stage ``(old_key, new_key, new_row)`` changes; a row whose key changes moves.
+
+        A new key may be one of the old keys of the same call (``SET id = id + 1``),
+        but may not collide with any other live row, nor with another new key.
+        """
+        schema = t.schema
+        olds = {ok for ok, _, _ in plan}
+        news = [nk for _, nk, _ in plan]
+        new_set = set(news)
+        if len(new_set) != len(news):
+            dup = next(k for k in news if news.count(k) > 1)
+            raise DuplicateKeyError(
+                f"table {t.name!r}: the change gives two rows the key {_show_key(schema, dup)}",
+                table=t.name, column=",".join(schema.key_columns), value=repr(dup),
+            )
+        for ok, nk, _ in plan:
+            self._check_key_free(t, ok)
+            if nk != ok:
+                self._check_key_free(t, nk)
+                if nk not in olds and self._current(t, p, nk) is not None:
+                    raise DuplicateKeyError(
+                        f"table {t.name!r}: changing key {_show_key(schema, ok)} to "
+                        f"{_show_key(schema, nk)} would duplicate an existing row",
+                        table=t.name, column=",".join(schema.key_columns), value=repr(nk),
+                    )
+        for ok, _, _ in plan:
+            if ok not in new_set:
+                self._set(p, ok, None)
+        for _, nk, row in plan:
+            self._set(p, nk, row)
+        self._lock(t, list(olds) + news)
+
+    def delete(self, table: str, keys: Sequence[Any]) -> int:
+        """Delete the rows with these keys; returns how many existed. O(len(keys))."""
+        t = self.store.table(table)
+        with t.lock, self._mutex:
+            self._require_open()
+            t.check_open()
+            self._check_table_free(t)
+            schema = t.schema
+            p = self._pending(t)
+            ks = list(dict.fromkeys(schema.coerce_key(k) for k in keys))
+            for k in ks:
+                self._check_key_free(t, k)
+            hit = [k for k in ks if self._current(t, p, k) is not None]
+            for k in hit:
+                self._set(p, k, None)
+            self._lock(t, hit)
+            return len(hit)
+
+    def _set(self, p: Pending, key: Any, row: tuple[Any, ...] | None) -> None:
+        if key not in p.point:
+            self._kill_in_bulks(p, key)
+        p.point[key] = row
+
+    def matching_keys(self, table: str, where: P.Predicate | list[Any] | None) -> list[Any]:
+        """Keys of the rows matching ``where`` in this change set's view. O(rows)."""
+        t = self.store.table(table)
+        with t.lock, self._mutex:
+            pred = _as_predicate(where, t)
+            p = self.pending.get(t.name)
+            overridden: set[Any] = set()
+            extra: list[pa.RecordBatch] = []
+            if p is not None:
+                overridden = set(p.point)
+                for b in p.bulks:
+                    overridden.update(b.keys)
+                    extra.append(b.live_batch())
+                live = [r for r in p.point.values() if r is not None]
+                if live:
+                    extra.append(rows_to_batch(t.schema.storage_schema, live))
+            out: list[Any] = []
+            if p is None or not p.truncate:
+                for k in t.keys_where(pred):
+                    if k not in overridden:
+                        out.append(k)
+            for b in extra:
+                if pred is not None:
+                    b = b.filter(P.evaluate(pred, b))
+                out.extend(batch_keys(t.schema, b))
+            return out
+
+    def update_where(self, table: str, where: P.Predicate | list[Any] | None, values: Mapping[str, Any]) -> int:
+        """Update the rows matching a predicate (None: every row). O(rows)."""
+        t = self.store.table(table)
+        with t.lock, self._mutex:
+            return self.update(table, self.matching_keys(table, where), values)
+
+    def delete_where(self, table: str, where: P.Predicate | list[Any] | None) -> int:
+        """Delete the rows matching a predicate (None: every row). O(rows)."""
+        t = self.store.table(table)
+        with t.lock, self._mutex:
+            return self.delete(table, self.matching_keys(table, where))
+
+    def truncate(self, table: str) -> None:
+        """Stage removal of every row (INSERT OVERWRITE = truncate + insert). O(1).
+
+        Raises:
+            ConflictError: another change set holds locks in this table.
+        """
+        t = self.store.table(table)
+        with t.lock, self._mutex:
+            self._require_open()
+            t.check_open()
+            self._check_table_free(t)
+            others = {o.id for o in t.locks.values() if o is not self}
+            if others:
+                raise ConflictError(
+                    f"table {t.name!r} cannot be truncated: transaction(s) {', '.join(sorted(others))} "
+                    "hold changes in it", table=t.name,
+                )
+            p = self._pending(t)
+            p.point.clear()
+            p.bulks.clear()
+            p.truncate = True
+            if self._register:
+                t.truncating = self
+
+    # --- outcome ------------------------------------------------------------------------
+
+    def prepare(self) -> None:
+        """Make the change set ready to commit: checks limits and logs it durably.
+
+        After a successful prepare, :meth:`commit` cannot fail for data reasons.
+        O(size of the changes) for the log record.
+        """
+        with self._mutex:
+            if self.state == PREPARED:
+                return
+            self._require_open()
+            self._check_memory()
+            self.store._log_prepare(self)
+            self.state = PREPARED
+
+    def _check_memory(self) -> None:
+        store_limit = self.store.memory_limit_bytes
+        added_total = 0
+        for p in self.pending.values():
+            added = p.added_bytes()
+            added_total += added
+            limit = p.table.memory_limit_bytes
+            if limit is not None and added:
+                cur = 0 if p.truncate else p.table.memory_bytes()
+                if cur + added > limit:
+                    raise MemoryLimitError(
+                        f"table {p.table.name!r} would hold about {cur + added} bytes, over its "
+                        f"limit of {limit} bytes; the change was not applied",
+                        table=p.table.name, value=cur + added,
+                    )
+        if store_limit is not None and added_total:
+            cur = self.store.memory_bytes()
+            if cur + added_total > store_limit:
+                raise MemoryLimitError(
+                    f"the store would hold about {cur + added_total} bytes, over its limit of "
+                    f"{store_limit} bytes; the change was not applied", value=cur + added_total,
+                )
+
+    def commit(self) -> None:
+        """Apply every staged change at once and release the locks.
+
+        Open change sets are checked and committed in one step.
+        """
+        with self._mutex:
+            if self.state == OPEN:
+                self._check_memory()
+                one_phase = True
+            elif self.state == PREPARED:
+                one_phase = False
+            else:
+                raise TransactionStateError(f"transaction {self.id} is {self.state}; it cannot commit", txn=self.id)
+            self.store._commit(self, one_phase)
+            self._release()
+            self.state = COMMITTED
+
+    def abort(self) -> None:
+        """Discard every staged change and release the locks. Idempotent."""
+        with self._mutex:
+            if self.state in (ABORTED,):
+                return
+            if self.state == COMMITTED:
+                raise TransactionStateError(f"transaction {self.id} is committed; it cannot abort", txn=self.id)
+            if self.state == PREPARED:
+                self.store._log_abort(self)
+            self._release()
+            self.pending.clear()
+            self.state = ABORTED
+
+    def _release(self) -> None:
+        if not self._register:
+            return
+        for p in self.pending.values():
+            t = p.table
+            with t.lock:
+                locks = t.locks
+                for k in p.locked_keys():
+                    if locks.get(k) is self:
+                        del locks[k]
+                if t.truncating is self:
+                    t.truncating = None
+
+    # --- log form -------------------------------------------------------------------------
+
+    def changes(self) -> list[tuple[Any, ...]]:
+        """The change set's content in a loggable form (see Store._apply_changes)."""
+        out = []
+        for name, p in self.pending.items():
+            if p.is_empty():
+                continue
+            out.append(
+                (name, p.truncate, list(p.point.items()), [(b.live_batch(), b.upsert) for b in p.bulks])
+            )
+        return out
+
+
+def _batch_row(batch: pa.RecordBatch, pos: int) -> tuple[Any, ...]:
+    return tuple(c[pos].as_py() for c in batch.columns)
+
+
+def _show_key(schema: Any, k: Any) -> str:
+    if len(schema.key_columns) == 1:
+        return f"{schema.key_columns[0]}={k!r}"
+    return "(" + ", ".join(f"{c}={v!r}" for c, v in zip(schema.key_columns, k)) + ")"
+
+
+def _as_predicate(where: Any, t: "Table") -> P.Predicate | None:
+    if where is None:
+        return None
+    if isinstance(where, list):
+        where = P.from_obj(where)
+    return P.bind(where, t.schema)
