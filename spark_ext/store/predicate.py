@@ -30,43 +30,56 @@ COMPARISONS = ("=", "<>", "<", "<=", ">", ">=")
 _PC = {"=": pc.equal, "<>": pc.not_equal, "<": pc.less, "<=": pc.less_equal, ">": pc.greater, ">=": pc.greater_equal}
 
 
+class _Combinable:
+    """Lets predicates combine with ``&``, ``|`` and ``~`` like PySpark columns."""
+
+    def __and__(self, other: "Predicate") -> "And":
+        return And((self, other))  # type: ignore[arg-type]
+
+    def __or__(self, other: "Predicate") -> "Or":
+        return Or((self, other))  # type: ignore[arg-type]
+
+    def __invert__(self) -> "Not":
+        return Not(self)  # type: ignore[arg-type]
+
+
 @dataclass(frozen=True)
-class Compare:
+class Compare(_Combinable):
     op: str
     column: str
     value: Any
 
 
 @dataclass(frozen=True)
-class In:
+class In(_Combinable):
     column: str
     values: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
-class IsNull:
+class IsNull(_Combinable):
     column: str
     negated: bool = False
 
 
 @dataclass(frozen=True)
-class StartsWith:
+class StartsWith(_Combinable):
     column: str
     prefix: str
 
 
 @dataclass(frozen=True)
-class And:
+class And(_Combinable):
     children: tuple["Predicate", ...]
 
 
 @dataclass(frozen=True)
-class Or:
+class Or(_Combinable):
     children: tuple["Predicate", ...]
 
 
 @dataclass(frozen=True)
-class Not:
+class Not(_Combinable):
     child: "Predicate"
 
 

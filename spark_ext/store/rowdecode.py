@@ -100,4 +100,8 @@ def column_getter(arr: pa.Array) -> Getter:
 def row_decoder(batch: pa.RecordBatch) -> Callable[[int], tuple[Any, ...]]:
     """A function ``i -> tuple`` decoding row ``i`` of ``batch``. O(columns) per call."""
     getters = [column_getter(batch.column(j)) for j in range(batch.num_columns)]
-    return lambda i: tuple([g(i) for g in getters])
+    # A generated ``lambda i: (g0(i), g1(i), ...)`` saves the loop and list of a
+    # comprehension: about a third of a point read. The source holds only our names.
+    names = [f"g{j}" for j in range(len(getters))]
+    src = "lambda i: (" + "".join(f"{n}(i), " for n in names) + ")"
+    return eval(src, dict(zip(names, getters)))  # noqa: S307 - generated from fixed names

@@ -297,13 +297,23 @@ class TableSchema:
                 table=self.name, column=f.name,
             )
         try:
-            return pc.cast(col, f.type, safe=True)
+            out = pc.cast(col, f.type, safe=True)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
             bad = _first_bad_value(col, f.type)
             raise ValueOutOfRangeError(
                 f"table {self.name!r}, column {f.name!r}: value {bad!r} does not fit {f.type} ({e})",
                 table=self.name, column=f.name, value=repr(bad),
             ) from None
+        if pa.types.is_float32(f.type) and pa.types.is_float64(src):
+            # Arrow turns a double too large for float32 into infinity even when safe.
+            overflow = pc.and_(pc.is_inf(out), pc.invert(pc.is_inf(col)))
+            if pc.any(overflow).as_py():
+                bad = col.filter(overflow)[0].as_py()
+                raise ValueOutOfRangeError(
+                    f"table {self.name!r}, column {f.name!r}: value {bad!r} does not fit {f.type}",
+                    table=self.name, column=f.name, value=repr(bad),
+                )
+        return out
 
     # --- catalog form ---------------------------------------------------------------
 

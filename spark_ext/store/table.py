@@ -78,7 +78,9 @@ class Table:
         b = self.buckets[schema.bucket_of_key(k)]
         with self.lock:
             row = b.get(k)
-        return self._user_row(row)
+        if row is None or not schema.hidden_rowid:
+            return row
+        return row[:-1]
 
     def get_many(self, keys: Sequence[Any]) -> list[tuple[Any, ...] | None]:
         """Rows for many keys (None where absent), all read at one moment. O(len(keys))."""
