@@ -148,7 +148,13 @@ class TableSchema:
         return tuple(row[i] for i in kp)
 
     def bucket_of_key(self, key: Any) -> int:
-        """The bucket of a key in key form (see module doc). O(#key cols)."""
+        """The bucket of a key in key form (see module doc). O(#key cols).
+
+        A hidden row id carries its bucket itself (``rowid mod num_buckets``), so each
+        server can hand out ids of the buckets it hosts.
+        """
+        if self.hidden_rowid:
+            return key % self.num_buckets
         if self.int_key:
             return keyhash.fmix64(keyhash.SEED ^ keyhash.fmix64(key & keyhash.MASK64)) % self.num_buckets
         comps = key if len(self.key_positions) > 1 else (key,)
@@ -368,6 +374,8 @@ def batch_key_array(schema: TableSchema, batch: pa.RecordBatch) -> np.ndarray:
 
 def batch_buckets(schema: TableSchema, batch: pa.RecordBatch) -> np.ndarray:
     """Bucket number of every row of a storage-layout batch. O(rows), vectorized on the int path."""
+    if schema.hidden_rowid:
+        return batch_key_array(schema, batch) % schema.num_buckets
     if schema.int_key:
         keys = batch_key_array(schema, batch)
         h = keyhash.combine_arrays([keyhash.int_component_array(keys)])

@@ -413,8 +413,13 @@ class Store:
             finally:
                 for t in reversed(tables):
                     t.lock.release()
-        ckpt.write_checkpoint(self.data_dir / "checkpoints", lsn, catalog, contents)
-        self._wal.truncate_before(replay_from + 1)
+        ckpt_dir = self.data_dir / "checkpoints"
+        ckpt.write_checkpoint(ckpt_dir, lsn, catalog, contents)
+        # Keep the log back to the oldest kept checkpoint: if the newest one turns out
+        # unreadable, recovery falls back to the older one and replays from there.
+        kept = ckpt.list_checkpoints(ckpt_dir)
+        oldest = kept[0][0] if kept else lsn
+        self._wal.truncate_before(min(replay_from, oldest) + 1)
         logger.info("checkpoint at lsn %d written", lsn)
         return lsn
 

@@ -47,6 +47,8 @@ class Table:
         self.truncating: "ChangeSet | None" = None
         self.index_defs: dict[str, tuple[str, list[str]]] = {}
         self.next_rowid = 1
+        #: Buckets new row ids may fall in (None: all); a server sets the ones it hosts.
+        self.rowid_buckets: frozenset[int] | None = None
         self.version = 0
         self.dropped = False
         self.persistent = schema.options.get("persistence", "true").lower() not in ("false", "none", "memory", "off")
@@ -237,11 +239,26 @@ class Table:
 
     # --- rowids, apply, compaction ------------------------------------------------------
 
-    def reserve_rowids(self, n: int) -> int:
-        """Reserve ``n`` hidden row ids; returns the first. O(1)."""
-        first = self.next_rowid
-        self.next_rowid += n
-        return first
+    def reserve_rowids(self, n: int) -> np.ndarray:
+        """Reserve ``n`` new hidden row ids, all in :attr:`rowid_buckets`. O(n).
+
+        The bucket of a row id is ``rowid mod num_buckets``; with every bucket allowed the
+        ids are consecutive.
+        """
+        start = self.next_rowid
+        allowed = self.rowid_buckets
+        if allowed is None:
+            ids = np.arange(start, start + n, dtype=np.int64)
+        else:
+            nb = self.schema.num_buckets
+            owned = np.array(sorted(allowed), dtype=np.int64)
+            first_block = start // nb
+            blocks = first_block + np.arange(n // len(owned) + 2, dtype=np.int64)
+            cand = (blocks[:, None] * nb + owned[None, :]).ravel()
+            ids = cand[cand >= start][:n]
+        if n:
+            self.next_rowid = int(ids[-1]) + 1
+        return ids
 
     def apply(self, truncate: bool, point: Iterable[tuple[Any, Any]], bulks: Iterable[tuple[pa.RecordBatch, bool]]) -> None:
         """Apply a committed change (caller holds the lock). Cannot fail on valid input."""

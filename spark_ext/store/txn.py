@@ -220,9 +220,8 @@ class ChangeSet:
     def _write_points(self, t: "Table", rows: list[list[Any]], upsert: bool) -> int:
         schema = t.schema
         if schema.hidden_rowid:
-            first = t.reserve_rowids(len(rows))
-            for i, r in enumerate(rows):
-                r.append(first + i)
+            for r, rowid in zip(rows, t.reserve_rowids(len(rows)).tolist()):
+                r.append(rowid)
         p = self._pending(t)
         staged: dict[Any, tuple[Any, ...]] = {}
         for r in rows:
@@ -253,10 +252,7 @@ class ChangeSet:
         schema = t.schema
         n = batch.num_rows
         if schema.hidden_rowid:
-            first = t.reserve_rowids(n)
-            batch = batch.append_column(
-                pa.field(ROWID, pa.int64(), nullable=False), pa.array(np.arange(first, first + n, dtype=np.int64))
-            )
+            batch = batch.append_column(pa.field(ROWID, pa.int64(), nullable=False), pa.array(t.reserve_rowids(n)))
         keys = batch_keys(schema, batch)
         if len(set(keys)) != n:
             seen: set[Any] = set()
