@@ -142,5 +142,11 @@ class BucketOfflineError(SparkExtError):
     code = "BUCKET_OFFLINE"
 
 
+class AuthenticationError(SparkExtError):
+    """The peer failed the shared-secret challenge (or none was configured)."""
+
+    code = "AUTH_FAILED"
+
+
 class ShuttingDownError(SparkExtError):
     code = "SHUTTING_DOWN"

@@ -1,0 +1,427 @@
+"""The store server's requests: point reads and writes, scans, staged transactions.
+
+A server hosts some buckets of each table (told by the locator with OPEN_BUCKETS). Its
+engine holds each table with the full bucket count, but only the owned buckets ever
+receive rows: a point request for a key of another server's bucket is refused with
+NOT_OWNER before anything changes, so a client with stale placement cannot misplace data.
+Request and reply fields are specified in ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from spark_ext.exceptions import (
+    BadArgumentError,
+    NoSuchTableError,
+    NoSuchTransactionError,
+    TransactionStateError,
+)
+from spark_ext.server.tcp import FrameServer, Session
+from spark_ext.store import Store, Table
+from spark_ext.store import predicate as P
+from spark_ext.store.schema import ROWID, TableSchema, batch_buckets
+from spark_ext.wire import values
+from spark_ext.wire.arrowio import read_ipc_stream, write_ipc_stream
+from spark_ext.wire.errors import WireError
+from spark_ext.wire.frames import Flags, Frame
+from spark_ext.wire.kinds import ErrorCode, Kind
+from spark_ext.wire.rowcodec import decode_rows, encode_rows
+
+logger = logging.getLogger(__name__)
+
+#: Target size of one streamed scan frame's Arrow payload.
+SCAN_FRAME_BYTES = 4 << 20
+
+
+def _field(meta: dict[str, Any], name: str, typ: type | tuple[type, ...], default: Any = ...) -> Any:
+    v = meta.get(name, default)
+    if v is ...:
+        raise BadArgumentError(f"request field {name!r} is missing")
+    if v is not None and not isinstance(v, typ):
+        raise BadArgumentError(f"request field {name!r} has the wrong type: {type(v).__name__}")
+    return v
+
+
+class StoreService:
+    """Serves one :class:`Store` over a :class:`FrameServer`.
+
+    Args:
+        store: the engine (durable or not).
+        server_id: this server's id in the cluster.
+        txn_timeout_s: an open or prepared transaction idle this long is aborted (a
+            Spark job that died leaves no locks behind forever).
+    """
+
+    def __init__(self, store: Store, server_id: str = "embedded", txn_timeout_s: float = 600.0) -> None:
+        self.store = store
+        self.server_id = server_id
+        self.owned: dict[str, frozenset[int] | None] = {}  # None: every bucket
+        self.txn_timeout_s = txn_timeout_s
+        self._txn_seen: dict[str, float] = {}
+        self._decided: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.fence: Any = None  # set by the HA layer: a callable(meta) that raises FencedError
+        for t in store.tables:
+            self.owned.setdefault(t, None)
+        threading.Thread(target=self._reap, name="txn-reaper", daemon=True).start()
+
+    def register(self, server: FrameServer) -> None:
+        """Register this service's handlers on a frame server."""
+        for kind, fn in {
+            Kind.GET: self.get, Kind.GET_MANY: self.get_many, Kind.PUT: self.put, Kind.INSERT: self.insert,
+            Kind.UPDATE: self.update, Kind.DELETE: self.delete, Kind.UPDATE_WHERE: self.update_where,
+            Kind.DELETE_WHERE: self.delete_where, Kind.TRUNCATE: self.truncate, Kind.SCAN: self.scan,
+            Kind.COUNT: self.count, Kind.TXN_STAGE: self.txn_stage, Kind.TXN_PREPARE: self.txn_prepare,
+            Kind.TXN_COMMIT: self.txn_commit, Kind.TXN_ABORT: self.txn_abort, Kind.TXN_STATUS: self.txn_status,
+            Kind.OPEN_BUCKETS: self.open_buckets, Kind.CLOSE_BUCKETS: self.close_buckets,
+            Kind.UPDATE_TABLE: self.update_table, Kind.STATUS: self.status,
+        }.items():
+            server.register(kind, fn)
+
+    def close(self) -> None:
+        self._stop.set()
+
+    # --- hosting ------------------------------------------------------------------------
+
+    def host_table(self, spec: dict[str, Any], buckets: Sequence[int] | None, indexes: Sequence[dict[str, Any]] = ()) -> Table:
+        """Create (if missing) and own a table's buckets. Idempotent."""
+        schema = TableSchema.from_json(spec)
+        t = self.store.tables.get(schema.name)
+        if t is None:
+            t = self.store.create_table(
+                schema.name, schema.arrow_schema, schema.primary_key, schema.num_buckets, schema.options
+            )
+        for ix in indexes:
+            if ix["name"] not in t.index_defs:
+                t.create_index(ix["name"], list(ix["columns"]), ix.get("kind", "hash"))
+        owned = None if buckets is None else frozenset(int(b) for b in buckets)
+        self.owned[schema.name] = owned
+        t.rowid_buckets = owned  # new hidden row ids must fall in buckets hosted here
+        return t
+
+    def open_buckets(self, f: Frame, s: Session) -> Frame:
+        m = f.metadata
+        spec = _field(m, "table", dict)
+        buckets = _field(m, "buckets", list, None)
+        t = self.host_table(spec, buckets, _field(m, "indexes", list, []))
+        return Frame(f.kind, f.request_id, {"table": t.name, "rows": t.count()})
+
+    def close_buckets(self, f: Frame, s: Session) -> Frame:
+        name = _field(f.metadata, "table", str)
+        dropped = False
+        if f.metadata.get("drop", False):
+            dropped = self.store.drop_table(name, if_exists=True)
+        self.owned.pop(name, None)
+        return Frame(f.kind, f.request_id, {"dropped": dropped})
+
+    def update_table(self, f: Frame, s: Session) -> Frame:
+        """Bring indexes in line with the catalog's definition."""
+        m = f.metadata
+        t = self._table(m)
+        wanted = {ix["name"]: ix for ix in _field(m, "indexes", list, [])}
+        for name in list(t.index_defs):
+            if name not in wanted:
+                t.drop_index(name)
+        for name, ix in wanted.items():
+            if name not in t.index_defs:
+                t.create_index(name, list(ix["columns"]), ix.get("kind", "hash"))
+        return Frame(f.kind, f.request_id, {"indexes": sorted(t.index_defs)})
+
+    # --- helpers ------------------------------------------------------------------------
+
+    def _table(self, m: dict[str, Any]) -> Table:
+        name = _field(m, "table", str)
+        t = self.store.tables.get(name)
+        if t is None or name not in self.owned:
+            raise NoSuchTableError(f"no table {name!r} on server {self.server_id}", table=name)
+        return t
+
+    def _check_owned(self, t: Table, buckets: Iterator[int] | Sequence[int]) -> None:
+        owned = self.owned.get(t.name)
+        if owned is None:
+            return
+        for b in buckets:
+            if b not in owned:
+                raise WireError(
+                    ErrorCode.NOT_OWNER,
+                    f"bucket {b} of table {t.name!r} is not hosted by server {self.server_id}; refresh placement",
+                    {"table": t.name, "bucket": int(b)},
+                )
+
+    def _keys(self, t: Table, raw: Any) -> list[Any]:
+        if not isinstance(raw, list):
+            raise BadArgumentError(f"table {t.name!r}: 'keys' must be a list of keys", table=t.name)
+        schema = t.schema
+        tns = schema.key_type_names
+        out = []
+        for k in raw:
+            if not isinstance(k, list) or len(k) != len(tns):
+                raise BadArgumentError(
+                    f"table {t.name!r}: a key is a list of {len(tns)} value(s) ({', '.join(schema.key_columns)}), got {k!r}",
+                    table=t.name,
+                )
+            vals = [values.from_json(tn, v) for tn, v in zip(tns, k)]
+            out.append(schema.coerce_key(vals[0] if len(vals) == 1 else tuple(vals)))
+        self._check_owned(t, (schema.bucket_of_key(k) for k in out))
+        return out
+
+    def _set_values(self, t: Table, raw: Any) -> dict[str, Any]:
+        if not isinstance(raw, dict) or not raw:
+            raise BadArgumentError(f"table {t.name!r}: 'values' must be an object of column: value", table=t.name)
+        out = {}
+        for c, v in raw.items():
+            i = t.schema.column_index(c)
+            out[c] = values.from_json(t.schema.type_names[i], v)
+        return out
+
+    def _rows(self, t: Table, f: Frame) -> Any:
+        """Rows of a write request: an Arrow stream or compact rows (user columns)."""
+        schema = t.schema
+        if f.flags & Flags.HAS_ARROW:
+            data = read_ipc_stream(f.body)
+            if self.owned.get(t.name) is not None and data.num_rows:
+                batch = schema.conform_batch(data)
+                if schema.hidden_rowid:
+                    return data  # row ids are assigned here: every bucket is fine
+                self._check_owned(t, np.unique(batch_buckets(schema, batch)).tolist())
+            return data
+        if f.flags & Flags.COMPACT_ROWS:
+            rows = decode_rows(schema.arrow_schema, f.body)
+            if self.owned.get(t.name) is not None and not schema.hidden_rowid:
+                self._check_owned(t, (schema.bucket_of_key(schema.coerce_key(
+                    tuple(r[i] for i in schema.key_positions) if len(schema.key_positions) > 1 else r[schema.key_positions[0]]))
+                    for r in rows))
+            return [tuple(r) for r in rows if r is not None]
+        raise BadArgumentError(f"table {t.name!r}: a write needs rows (an Arrow stream or compact rows)", table=t.name)
+
+    def _where(self, m: dict[str, Any]) -> Any:
+        w = m.get("where")
+        return None if w is None else P.from_obj(w)
+
+    def _fenced(self, m: dict[str, Any]) -> None:
+        if self.fence is not None:
+            self.fence(m)
+
+    # --- reads --------------------------------------------------------------------------
+
+    def get(self, f: Frame, s: Session) -> Frame:
+        t = self._table(f.metadata)
+        (k,) = self._keys(t, [f.metadata.get("key")])
+        row = t.get(k)
+        return Frame(f.kind, f.request_id, {}, encode_rows(t.schema.arrow_schema, [row], presence=True), int(Flags.COMPACT_ROWS))
+
+    def get_many(self, f: Frame, s: Session) -> Frame:
+        t = self._table(f.metadata)
+        keys = self._keys(t, f.metadata.get("keys"))
+        rows = t.get_many(keys)
+        return Frame(f.kind, f.request_id, {}, encode_rows(t.schema.arrow_schema, rows, presence=True), int(Flags.COMPACT_ROWS))
+
+    def count(self, f: Frame, s: Session) -> Frame:
+        t = self._table(f.metadata)
+        where = self._where(f.metadata)
+        buckets = self._scan_buckets(t, f.metadata)
+        if where is None and buckets is None:
+            return Frame(f.kind, f.request_id, {"count": t.count()})
+        sc = t.scan(columns=[t.schema.column_names[0]], where=where, buckets=buckets)
+        return Frame(f.kind, f.request_id, {"count": sc.count(), "rows_examined": sc.rows_examined})
+
+    def _scan_buckets(self, t: Table, m: dict[str, Any]) -> list[int] | None:
+        req = _field(m, "buckets", list, None)
+        owned = self.owned.get(t.name)
+        if req is None:
+            return None if owned is None else sorted(owned)
+        bs = [int(b) for b in req]
+        self._check_owned(t, bs)
+        return bs
+
+    def scan(self, f: Frame, s: Session) -> Iterator[Frame]:
+        m = f.metadata
+        t = self._table(m)
+        cols = _field(m, "columns", list, None)
+        limit = _field(m, "limit", int, None)
+        sc = t.scan(columns=cols, where=self._where(m), limit=limit, buckets=self._scan_buckets(t, m))
+        return self._stream_scan(f, sc)
+
+    def _stream_scan(self, f: Frame, sc: Any) -> Iterator[Frame]:
+        pending: list[pa.RecordBatch] = []
+        size = 0
+        for batch in sc:
+            pending.append(batch)
+            size += batch.nbytes
+            if size >= SCAN_FRAME_BYTES:
+                yield Frame(f.kind, f.request_id, {}, write_ipc_stream(pending, sc.schema), int(Flags.HAS_ARROW))
+                pending, size = [], 0
+        meta = {"rows_examined": sc.rows_examined, "access_path": sc.access_path}
+        yield Frame(f.kind, f.request_id, meta, write_ipc_stream(pending, sc.schema), int(Flags.HAS_ARROW))
+
+    # --- writes (each one statement, atomic on this server) -----------------------------
+
+    def put(self, f: Frame, s: Session) -> Frame:
+        self._fenced(f.metadata)
+        t = self._table(f.metadata)
+        return Frame(f.kind, f.request_id, {"count": t.upsert(self._rows(t, f))})
+
+    def insert(self, f: Frame, s: Session) -> Frame:
+        self._fenced(f.metadata)
+        t = self._table(f.metadata)
+        return Frame(f.kind, f.request_id, {"count": t.insert(self._rows(t, f))})
+
+    def update(self, f: Frame, s: Session) -> Frame:
+        self._fenced(f.metadata)
+        t = self._table(f.metadata)
+        keys = self._keys(t, f.metadata.get("keys"))
+        return Frame(f.kind, f.request_id, {"count": t.update_many(keys, self._set_values(t, f.metadata.get("values")))})
+
+    def delete(self, f: Frame, s: Session) -> Frame:
+        self._fenced(f.metadata)
+        t = self._table(f.metadata)
+        return Frame(f.kind, f.request_id, {"count": t.delete(self._keys(t, f.metadata.get("keys")))})
+
+    def update_where(self, f: Frame, s: Session) -> Frame:
+        self._fenced(f.metadata)
+        t = self._table(f.metadata)
+        n = t.update_where(self._where(f.metadata), self._set_values(t, f.metadata.get("values")))
+        return Frame(f.kind, f.request_id, {"count": n})
+
+    def delete_where(self, f: Frame, s: Session) -> Frame:
+        self._fenced(f.metadata)
+        t = self._table(f.metadata)
+        return Frame(f.kind, f.request_id, {"count": t.delete_where(self._where(f.metadata))})
+
+    def truncate(self, f: Frame, s: Session) -> Frame:
+        self._fenced(f.metadata)
+        self._table(f.metadata).truncate()
+        return Frame(f.kind, f.request_id, {})
+
+    # --- transactions -------------------------------------------------------------------
+
+    def _txn(self, m: dict[str, Any], create: bool = False) -> Any:
+        txn_id = _field(m, "txn", str)
+        if not txn_id or len(txn_id) > 200:
+            raise BadArgumentError(f"bad transaction id {txn_id!r}")
+        with self._lock:
+            self._txn_seen[txn_id] = time.monotonic()
+            try:
+                return self.store.transaction(txn_id)
+            except NoSuchTransactionError:
+                if not create:
+                    raise
+                if txn_id in self._decided:
+                    raise TransactionStateError(f"transaction {txn_id} is already {self._decided[txn_id]}", txn=txn_id) from None
+                return self.store.begin(txn_id)
+
+    def _decide(self, txn_id: str, outcome: str) -> None:
+        with self._lock:
+            self._decided[txn_id] = outcome
+            self._txn_seen.pop(txn_id, None)
+            while len(self._decided) > 10000:
+                self._decided.popitem(last=False)
+
+    def txn_stage(self, f: Frame, s: Session) -> Frame:
+        m = f.metadata
+        self._fenced(m)
+        t = self._table(m)
+        cs = self._txn(m, create=True)
+        op = _field(m, "op", str)
+        name = t.name
+        if op in ("insert", "upsert"):
+            rows = self._rows(t, f)
+            n = cs.insert(name, rows) if op == "insert" else cs.upsert(name, rows)
+        elif op == "update":
+            n = cs.update(name, self._keys(t, m.get("keys")), self._set_values(t, m.get("values")))
+        elif op == "delete":
+            n = cs.delete(name, self._keys(t, m.get("keys")))
+        elif op == "replace":
+            keys = self._keys(t, m.get("keys"))
+            rows = self._rows(t, f)
+            if not isinstance(rows, list):
+                rows = [tuple(r.values()) for r in rows.to_pylist()]
+            if len(rows) != len(keys):
+                raise BadArgumentError(f"table {name!r}: replace needs as many rows as keys", table=name)
+            n = cs.replace(name, list(zip(keys, rows)))
+        elif op == "update_where":
+            n = cs.update_where(name, self._where(m), self._set_values(t, m.get("values")))
+        elif op == "delete_where":
+            n = cs.delete_where(name, self._where(m))
+        elif op == "truncate":
+            cs.truncate(name)
+            n = 0
+        else:
+            raise BadArgumentError(f"unknown staged operation {op!r}")
+        return Frame(f.kind, f.request_id, {"count": n})
+
+    def txn_prepare(self, f: Frame, s: Session) -> Frame:
+        self._fenced(f.metadata)
+        cs = self._txn(f.metadata, create=True)  # a server that got no rows prepares empty
+        cs.prepare()
+        return Frame(f.kind, f.request_id, {"state": cs.state})
+
+    def txn_commit(self, f: Frame, s: Session) -> Frame:
+        self._fenced(f.metadata)
+        txn_id = _field(f.metadata, "txn", str)
+        if self._decided.get(txn_id) == "committed":
+            return Frame(f.kind, f.request_id, {"state": "committed"})  # a retried commit
+        cs = self._txn(f.metadata)
+        cs.commit()
+        self._decide(txn_id, "committed")
+        return Frame(f.kind, f.request_id, {"state": "committed"})
+
+    def txn_abort(self, f: Frame, s: Session) -> Frame:
+        txn_id = _field(f.metadata, "txn", str)
+        try:
+            cs = self._txn(f.metadata)
+        except NoSuchTransactionError:
+            return Frame(f.kind, f.request_id, {"state": self._decided.get(txn_id, "aborted")})
+        cs.abort()
+        self._decide(txn_id, "aborted")
+        return Frame(f.kind, f.request_id, {"state": "aborted"})
+
+    def txn_status(self, f: Frame, s: Session) -> Frame:
+        txn_id = _field(f.metadata, "txn", str)
+        try:
+            state = self.store.transaction(txn_id).state
+        except NoSuchTransactionError:
+            state = self._decided.get(txn_id, "unknown")
+        return Frame(f.kind, f.request_id, {"state": state, "in_doubt": self.store.in_doubt()})
+
+    def _reap(self) -> None:
+        while not self._stop.wait(1.0):
+            now = time.monotonic()
+            with self._lock:
+                stale = [i for i, seen in self._txn_seen.items() if now - seen > self.txn_timeout_s]
+            for txn_id in stale:
+                try:
+                    cs = self.store.transaction(txn_id)
+                    if cs.state in ("open", "prepared"):
+                        logger.warning("aborting transaction %s: idle for over %.0fs", txn_id, self.txn_timeout_s)
+                        cs.abort()
+                        self._decide(txn_id, "aborted")
+                except NoSuchTransactionError:
+                    pass
+                with self._lock:
+                    self._txn_seen.pop(txn_id, None)
+
+    # --- status -------------------------------------------------------------------------
+
+    def status(self, f: Frame, s: Session) -> Frame:
+        tables = []
+        for name, t in sorted(self.store.tables.items()):
+            owned = self.owned.get(name)
+            tables.append({
+                "table": name, "rows": t.count(), "memory_bytes": t.memory_bytes(),
+                "buckets": sorted(owned) if owned is not None else list(range(t.schema.num_buckets)),
+                "indexes": sorted(t.index_defs),
+            })
+        return Frame(f.kind, f.request_id, {
+            "server_id": self.server_id, "tables": tables, "memory_bytes": self.store.memory_bytes(),
+            "open_transactions": len(self._txn_seen), "in_doubt": self.store.in_doubt(),
+        })
