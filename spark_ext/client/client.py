@@ -376,7 +376,10 @@ class StoreClient:
                             {sid: b for sid, (b, _) in groups.items()})
 
     def _in_txn(self, info: TableInfo, work: dict[str, list[tuple[str, dict[str, Any], Any]]], bucket_of: dict[str, int]) -> int:
-        """Stage work on several servers, prepare all, commit all; abort all on failure."""
+        """Stage work on several servers, prepare all, commit all; abort all on failure.
+
+        Counts come from the prepare step, where the server resolves keys and predicates.
+        """
         txn = f"py-{uuid.uuid4().hex}"
         pools = {sid: self._server_pool(info, bucket_of[sid]) for sid in work}
         total = 0
@@ -384,10 +387,12 @@ class StoreClient:
             for sid, steps in work.items():
                 for op, extra, rs in steps:
                     body, flags = (b"", 0) if rs is None else self._body(info, rs)
-                    r = pools[sid].request(Kind.TXN_STAGE, self._meta({"txn": txn, "table": info.full_name, "op": op, **extra}), body, flags)
-                    total += int(r.metadata.get("count", 0))
+                    pools[sid].request(Kind.TXN_STAGE, self._meta({"txn": txn, "table": info.full_name, "op": op, **extra}), body, flags)
             for sid in work:
-                pools[sid].request(Kind.TXN_PREPARE, self._meta({"txn": txn}))
+                r = pools[sid].request(Kind.TXN_PREPARE, self._meta({"txn": txn, "part": ""}))
+                total += int(r.metadata.get("prepared", 0))
+            for sid in work:
+                pools[sid].request(Kind.TXN_PREPARE, self._meta({"txn": txn, "parts": [""]}))
         except BaseException:
             for sid in work:
                 try:
@@ -396,7 +401,7 @@ class StoreClient:
                     logger.warning("abort of %s on %s failed; the server's timeout will abort it", txn, sid)
             raise
         for sid in work:
-            pools[sid].request(Kind.TXN_COMMIT, self._meta({"txn": txn}))
+            pools[sid].request(Kind.TXN_COMMIT, self._meta({"txn": txn, "parts": [""]}))
         return total
 
     def put(self, table: str, rows: Any) -> int:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
-from collections import OrderedDict
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -21,10 +19,9 @@ import pyarrow as pa
 from spark_ext.exceptions import (
     BadArgumentError,
     NoSuchTableError,
-    NoSuchTransactionError,
-    TransactionStateError,
 )
 from spark_ext.server.tcp import FrameServer, Session
+from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store, Table
 from spark_ext.store import predicate as P
 from spark_ext.store.schema import ROWID, TableSchema, batch_buckets
@@ -64,10 +61,7 @@ class StoreService:
         self.store = store
         self.server_id = server_id
         self.owned: dict[str, frozenset[int] | None] = {}  # None: every bucket
-        self.txn_timeout_s = txn_timeout_s
-        self._txn_seen: dict[str, float] = {}
-        self._decided: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
+        self.txns = TxnManager(store, txn_timeout_s)
         self._stop = threading.Event()
         self.fence: Any = None  # set by the HA layer: a callable(meta) that raises FencedError
         for t in store.tables:
@@ -302,113 +296,90 @@ class StoreService:
         self._table(f.metadata).truncate()
         return Frame(f.kind, f.request_id, {})
 
-    # --- transactions -------------------------------------------------------------------
+    # --- transactions (see spark_ext/server/txns.py for the life cycle) ---------------
 
-    def _txn(self, m: dict[str, Any], create: bool = False) -> Any:
-        txn_id = _field(m, "txn", str)
-        if not txn_id or len(txn_id) > 200:
-            raise BadArgumentError(f"bad transaction id {txn_id!r}")
-        with self._lock:
-            self._txn_seen[txn_id] = time.monotonic()
-            try:
-                return self.store.transaction(txn_id)
-            except NoSuchTransactionError:
-                if not create:
-                    raise
-                if txn_id in self._decided:
-                    raise TransactionStateError(f"transaction {txn_id} is already {self._decided[txn_id]}", txn=txn_id) from None
-                return self.store.begin(txn_id)
-
-    def _decide(self, txn_id: str, outcome: str) -> None:
-        with self._lock:
-            self._decided[txn_id] = outcome
-            self._txn_seen.pop(txn_id, None)
-            while len(self._decided) > 10000:
-                self._decided.popitem(last=False)
+    def _txn_id(self, m: dict[str, Any]) -> str:
+        return str(_field(m, "txn", str))
 
     def txn_stage(self, f: Frame, s: Session) -> Frame:
+        """Buffer one change of a writer's part; rows are decoded and type-checked now."""
         m = f.metadata
         self._fenced(m)
         t = self._table(m)
-        cs = self._txn(m, create=True)
         op = _field(m, "op", str)
-        name = t.name
+        part = _field(m, "part", str, "")
         if op in ("insert", "upsert"):
             rows = self._rows(t, f)
-            n = cs.insert(name, rows) if op == "insert" else cs.upsert(name, rows)
+            change: tuple[Any, ...] = (rows,)
+            n = rows.num_rows if isinstance(rows, pa.Table) else len(rows)
         elif op == "update":
-            n = cs.update(name, self._keys(t, m.get("keys")), self._set_values(t, m.get("values")))
+            keys = self._keys(t, m.get("keys"))
+            change, n = (keys, self._set_values(t, m.get("values"))), len(keys)
         elif op == "delete":
-            n = cs.delete(name, self._keys(t, m.get("keys")))
+            keys = self._keys(t, m.get("keys"))
+            change, n = (keys,), len(keys)
         elif op == "replace":
             keys = self._keys(t, m.get("keys"))
             rows = self._rows(t, f)
             if not isinstance(rows, list):
                 rows = [tuple(r.values()) for r in rows.to_pylist()]
             if len(rows) != len(keys):
-                raise BadArgumentError(f"table {name!r}: replace needs as many rows as keys", table=name)
-            n = cs.replace(name, list(zip(keys, rows)))
+                raise BadArgumentError(f"table {t.name!r}: replace needs as many rows as keys", table=t.name)
+            change, n = (list(zip(keys, rows)),), len(keys)
         elif op == "update_where":
-            n = cs.update_where(name, self._where(m), self._set_values(t, m.get("values")))
+            change, n = (self._where(m), self._set_values(t, m.get("values"))), 0
         elif op == "delete_where":
-            n = cs.delete_where(name, self._where(m))
+            change, n = (self._where(m),), 0
         elif op == "truncate":
-            cs.truncate(name)
-            n = 0
+            change, n = (), 0
         else:
             raise BadArgumentError(f"unknown staged operation {op!r}")
-        return Frame(f.kind, f.request_id, {"count": n})
+        self.txns.stage(self._txn_id(m), part, (op, t.name, change), n)
+        return Frame(f.kind, f.request_id, {"staged": n})
+
+    @staticmethod
+    def _apply(cs: Any, ch: tuple[str, str, tuple[Any, ...]]) -> int:
+        op, table, args = ch
+        fn = {"insert": cs.insert, "upsert": cs.upsert, "update": cs.update, "delete": cs.delete,
+              "replace": cs.replace, "update_where": cs.update_where, "delete_where": cs.delete_where,
+              "truncate": cs.truncate}[op]
+        n = fn(table, *args)
+        return int(n or 0)
 
     def txn_prepare(self, f: Frame, s: Session) -> Frame:
-        self._fenced(f.metadata)
-        cs = self._txn(f.metadata, create=True)  # a server that got no rows prepares empty
-        cs.prepare()
-        return Frame(f.kind, f.request_id, {"state": cs.state})
+        m = f.metadata
+        self._fenced(m)
+        txn_id = self._txn_id(m)
+        if "parts" in m:
+            parts = _field(m, "parts", list)
+            return Frame(f.kind, f.request_id, {"state": self.txns.prepare_all(txn_id, [str(p) for p in parts])})
+        n = self.txns.prepare_part(txn_id, _field(m, "part", str, ""), self._apply)
+        return Frame(f.kind, f.request_id, {"prepared": n})
 
     def txn_commit(self, f: Frame, s: Session) -> Frame:
-        self._fenced(f.metadata)
-        txn_id = _field(f.metadata, "txn", str)
-        if self._decided.get(txn_id) == "committed":
-            return Frame(f.kind, f.request_id, {"state": "committed"})  # a retried commit
-        cs = self._txn(f.metadata)
-        cs.commit()
-        self._decide(txn_id, "committed")
-        return Frame(f.kind, f.request_id, {"state": "committed"})
+        m = f.metadata
+        self._fenced(m)
+        parts = _field(m, "parts", list, None)
+        state = self.txns.commit(self._txn_id(m), None if parts is None else [str(p) for p in parts])
+        return Frame(f.kind, f.request_id, {"state": state})
 
     def txn_abort(self, f: Frame, s: Session) -> Frame:
-        txn_id = _field(f.metadata, "txn", str)
-        try:
-            cs = self._txn(f.metadata)
-        except NoSuchTransactionError:
-            return Frame(f.kind, f.request_id, {"state": self._decided.get(txn_id, "aborted")})
-        cs.abort()
-        self._decide(txn_id, "aborted")
-        return Frame(f.kind, f.request_id, {"state": "aborted"})
+        m = f.metadata
+        txn_id = self._txn_id(m)
+        if "part" in m:
+            return Frame(f.kind, f.request_id, {"state": self.txns.abort_part(txn_id, _field(m, "part", str))})
+        return Frame(f.kind, f.request_id, {"state": self.txns.abort(txn_id)})
 
     def txn_status(self, f: Frame, s: Session) -> Frame:
-        txn_id = _field(f.metadata, "txn", str)
-        try:
-            state = self.store.transaction(txn_id).state
-        except NoSuchTransactionError:
-            state = self._decided.get(txn_id, "unknown")
-        return Frame(f.kind, f.request_id, {"state": state, "in_doubt": self.store.in_doubt()})
+        st = self.txns.status(self._txn_id(f.metadata))
+        return Frame(f.kind, f.request_id, {**st, "in_doubt": self.store.in_doubt()})
 
     def _reap(self) -> None:
         while not self._stop.wait(1.0):
-            now = time.monotonic()
-            with self._lock:
-                stale = [i for i, seen in self._txn_seen.items() if now - seen > self.txn_timeout_s]
-            for txn_id in stale:
-                try:
-                    cs = self.store.transaction(txn_id)
-                    if cs.state in ("open", "prepared"):
-                        logger.warning("aborting transaction %s: idle for over %.0fs", txn_id, self.txn_timeout_s)
-                        cs.abort()
-                        self._decide(txn_id, "aborted")
-                except NoSuchTransactionError:
-                    pass
-                with self._lock:
-                    self._txn_seen.pop(txn_id, None)
+            try:
+                self.txns.reap()
+            except Exception:
+                logger.exception("transaction reaper failed")
 
     # --- status -------------------------------------------------------------------------
 
@@ -423,5 +394,5 @@ class StoreService:
             })
         return Frame(f.kind, f.request_id, {
             "server_id": self.server_id, "tables": tables, "memory_bytes": self.store.memory_bytes(),
-            "open_transactions": len(self._txn_seen), "in_doubt": self.store.in_doubt(),
+            "open_transactions": self.txns.open_count(), "in_doubt": self.store.in_doubt(),
         })

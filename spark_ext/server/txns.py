@@ -1,0 +1,217 @@
+"""Statement transactions on one store server, in parts (one per Spark task attempt).
+
+Life cycle (``docs/protocol.md``, "Transactions")::
+
+    TXN_STAGE   {txn, part}      buffer a change of one writer; nothing is checked
+                                 against data yet, nothing is visible
+    TXN_PREPARE {txn, part}      task commit: apply the part's changes to the
+                                 transaction (types, keys, duplicates, key locks); after
+                                 success the part cannot fail at commit
+    TXN_ABORT   {txn, part}      task abort: drop an unprepared part (a failed attempt)
+    TXN_PREPARE {txn, parts}     job commit, phase 1: keep exactly these parts, log the
+                                 transaction durably (it survives a crash, in doubt)
+    TXN_COMMIT  {txn, parts?}    job commit, phase 2: make everything visible at once
+    TXN_ABORT   {txn}            job abort: discard everything, release the locks
+
+A prepared part that is not in the final ``parts`` cannot be taken out again: the
+transaction is then refused (TXN_STATE) and must be aborted, never half-applied.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+from spark_ext.exceptions import BadArgumentError, NoSuchTransactionError, SparkExtError, TransactionStateError
+from spark_ext.store import ChangeSet, Store
+
+logger = logging.getLogger(__name__)
+
+#: One buffered change: (kind, table name, arguments for ChangeSet).
+Change = tuple[str, str, tuple[Any, ...]]
+
+STAGING, PREPARED = "staging", "prepared"
+
+
+@dataclass
+class ServerTxn:
+    """A transaction's state on this server."""
+
+    txn_id: str
+    cs: ChangeSet
+    parts: dict[str, list[Change]] = field(default_factory=dict)
+    part_state: dict[str, str] = field(default_factory=dict)
+    poisoned: str | None = None
+    final: bool = False
+    last_seen: float = field(default_factory=time.monotonic)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class TxnManager:
+    """All transactions of one server. Thread-safe.
+
+    Args:
+        store: the engine.
+        timeout_s: a transaction with no request for this long is aborted (a dead Spark
+            job must not keep its key locks forever). In-doubt ones are kept.
+    """
+
+    def __init__(self, store: Store, timeout_s: float = 600.0) -> None:
+        self.store = store
+        self.timeout_s = timeout_s
+        self._txns: dict[str, ServerTxn] = {}
+        self._decided: OrderedDict[str, str] = OrderedDict()
+        self._lock = threading.Lock()
+        for txn_id in store.in_doubt():
+            t = ServerTxn(txn_id, store.transaction(txn_id), final=True)
+            self._txns[txn_id] = t
+
+    # --- lookup -------------------------------------------------------------------------
+
+    def _get(self, txn_id: str, create: bool = False) -> ServerTxn:
+        if not isinstance(txn_id, str) or not txn_id or len(txn_id) > 200:
+            raise BadArgumentError(f"bad transaction id {txn_id!r}")
+        with self._lock:
+            t = self._txns.get(txn_id)
+            if t is None:
+                if txn_id in self._decided:
+                    raise TransactionStateError(f"transaction {txn_id} is already {self._decided[txn_id]}", txn=txn_id)
+                if not create:
+                    raise NoSuchTransactionError(f"no transaction {txn_id!r} on this server", txn=txn_id)
+                t = self._txns[txn_id] = ServerTxn(txn_id, self.store.begin())
+            t.last_seen = time.monotonic()
+            return t
+
+    def _finish(self, t: ServerTxn, outcome: str) -> None:
+        with self._lock:
+            self._txns.pop(t.txn_id, None)
+            self._decided[t.txn_id] = outcome
+            while len(self._decided) > 10000:
+                self._decided.popitem(last=False)
+
+    # --- steps --------------------------------------------------------------------------
+
+    def stage(self, txn_id: str, part: str, change: Change, rows: int) -> int:
+        """Buffer one change of ``part``. O(1) (the rows were decoded by the caller)."""
+        t = self._get(txn_id, create=True)
+        with t.lock:
+            if t.final:
+                raise TransactionStateError(f"transaction {txn_id} is being committed; no more changes", txn=txn_id)
+            if t.part_state.get(part) == PREPARED:
+                raise TransactionStateError(f"part {part!r} of transaction {txn_id} is already prepared", txn=txn_id)
+            t.parts.setdefault(part, []).append(change)
+            t.part_state[part] = STAGING
+        return rows
+
+    def prepare_part(self, txn_id: str, part: str, apply: Callable[[ChangeSet, Change], int]) -> int:
+        """Check and lock a part's changes; returns how many rows they touched."""
+        t = self._get(txn_id, create=True)  # a writer that staged nothing here prepares empty
+        with t.lock:
+            if t.poisoned:
+                raise TransactionStateError(f"transaction {txn_id} failed earlier: {t.poisoned}", txn=txn_id)
+            if t.part_state.get(part) == PREPARED:
+                return 0
+            if t.final:
+                raise TransactionStateError(f"transaction {txn_id} is being committed", txn=txn_id)
+            n = 0
+            try:
+                for ch in t.parts.get(part, []):
+                    n += apply(t.cs, ch)
+            except SparkExtError as e:
+                # Earlier changes of this part are in the change set and cannot be taken
+                # out one by one: the whole transaction can only be aborted now.
+                t.poisoned = f"{type(e).__name__}: {e}"
+                raise
+            t.parts[part] = []
+            t.part_state[part] = PREPARED
+            return n
+
+    def abort_part(self, txn_id: str, part: str) -> str:
+        """Drop an unprepared part (a failed task attempt)."""
+        try:
+            t = self._get(txn_id)
+        except (NoSuchTransactionError, TransactionStateError):
+            return "unknown"
+        with t.lock:
+            if t.part_state.get(part) == PREPARED:
+                t.poisoned = f"prepared part {part!r} was aborted"
+                return "poisoned"
+            t.parts.pop(part, None)
+            t.part_state.pop(part, None)
+            return "aborted"
+
+    def _finalize(self, t: ServerTxn, parts: Sequence[str] | None) -> None:
+        if t.poisoned:
+            raise TransactionStateError(f"transaction {t.txn_id} cannot commit: {t.poisoned}", txn=t.txn_id)
+        prepared = {p for p, s in t.part_state.items() if s == PREPARED}
+        if parts is not None:
+            wanted = set(parts)
+            extra = prepared - wanted
+            if extra:
+                t.poisoned = f"prepared part(s) {sorted(extra)} are not in the commit"
+                raise TransactionStateError(f"transaction {t.txn_id}: {t.poisoned}", txn=t.txn_id)
+            missing = wanted - prepared
+            if missing:
+                raise TransactionStateError(
+                    f"transaction {t.txn_id}: part(s) {sorted(missing)} were never prepared here", txn=t.txn_id)
+        # Unprepared parts belong to task attempts that did not commit: drop them.
+        t.parts.clear()
+        t.final = True
+
+    def prepare_all(self, txn_id: str, parts: Sequence[str] | None) -> str:
+        """Job commit phase 1: keep ``parts`` and log the transaction durably."""
+        t = self._get(txn_id, create=True)
+        with t.lock:
+            if t.cs.state == "prepared":
+                return "prepared"
+            self._finalize(t, parts)
+            t.cs.prepare()
+            return t.cs.state
+
+    def commit(self, txn_id: str, parts: Sequence[str] | None) -> str:
+        """Job commit phase 2 (or both phases at once). Idempotent once committed."""
+        with self._lock:
+            if self._decided.get(txn_id) == "committed":
+                return "committed"
+        t = self._get(txn_id)
+        with t.lock:
+            if not t.final:
+                self._finalize(t, parts)
+            t.cs.commit()
+            self._finish(t, "committed")
+            return "committed"
+
+    def abort(self, txn_id: str) -> str:
+        with self._lock:
+            t = self._txns.get(txn_id)
+            if t is None:
+                return self._decided.get(txn_id, "aborted")
+        with t.lock:
+            if t.cs.state == "committed":
+                return "committed"
+            t.cs.abort()
+            self._finish(t, "aborted")
+            return "aborted"
+
+    def status(self, txn_id: str) -> dict[str, Any]:
+        with self._lock:
+            t = self._txns.get(txn_id)
+            if t is None:
+                return {"state": self._decided.get(txn_id, "unknown"), "parts": {}}
+            return {"state": t.cs.state, "parts": dict(t.part_state), "poisoned": t.poisoned}
+
+    def open_count(self) -> int:
+        return len(self._txns)
+
+    def reap(self) -> None:
+        """Abort transactions idle past the timeout (not the durably prepared ones)."""
+        now = time.monotonic()
+        with self._lock:
+            stale = [t for t in self._txns.values() if now - t.last_seen > self.timeout_s and t.cs.state == "open"]
+        for t in stale:
+            logger.warning("aborting transaction %s: idle for over %.0fs", t.txn_id, self.timeout_s)
+            self.abort(t.txn_id)

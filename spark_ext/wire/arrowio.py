@@ -1,0 +1,315 @@
+"""Arrow payloads and table schemas on the wire.
+
+* Bodies with ``HAS_ARROW`` are one complete Arrow IPC *stream* each (schema message,
+  zero or more record batches, end-of-stream marker), uncompressed, no dictionaries.
+  :func:`write_ipc_stream` builds one; :func:`read_ipc_stream` parses and validates one
+  (validation matters: a crafted IPC body with bad offsets could otherwise make Arrow
+  read out of bounds).
+* A table schema travels as JSON ``{fields, primary_key, num_buckets, indexes,
+  options}``; :class:`TableSpec` is its checked Python form.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import pyarrow as pa
+import pyarrow.ipc as ipc
+
+from spark_ext.wire.errors import WireError
+from spark_ext.wire.kinds import ErrorCode
+from spark_ext.wire.types import FLOAT_TYPES, canonical, parse_type, type_string
+
+logger = logging.getLogger(__name__)
+
+Buffer = Union[bytes, bytearray, memoryview, pa.Buffer]
+
+ROWID = "_rowid"
+MAX_BUCKETS = 4096
+INDEX_KINDS = ("hash", "ordered")
+_NAME_MAX = 255
+_IDENT_RE = re.compile(r"^[^\x00-\x1f]+$")
+
+_WRITE_OPTIONS = ipc.IpcWriteOptions(compression=None)
+
+
+# --- IPC streams ------------------------------------------------------------------------
+
+
+def write_ipc_stream(
+    data: pa.RecordBatch | pa.Table | Iterable[pa.RecordBatch], schema: pa.Schema | None = None
+) -> memoryview:
+    """Serialize batches as one Arrow IPC stream. O(bytes).
+
+    Args:
+        data: a batch, a table, or an iterable of batches (then ``schema`` is needed
+            when it may be empty).
+        schema: the stream's schema; defaults to the data's.
+
+    Returns:
+        A memoryview over Arrow's buffer (no copy; it keeps the buffer alive).
+    """
+    if isinstance(data, pa.RecordBatch):
+        batches: list[pa.RecordBatch] = [data]
+        schema = schema or data.schema
+    elif isinstance(data, pa.Table):
+        schema = schema or data.schema
+        batches = data.to_batches()
+    else:
+        batches = list(data)
+        if schema is None:
+            if not batches:
+                raise ValueError("an empty stream needs an explicit schema")
+            schema = batches[0].schema
+    sink = pa.BufferOutputStream()
+    with ipc.new_stream(sink, schema, options=_WRITE_OPTIONS) as writer:
+        for b in batches:
+            writer.write_batch(b)
+    return memoryview(sink.getvalue())
+
+
+def read_ipc_stream(body: Buffer, *, validate: bool = True) -> pa.Table:
+    """Parse one IPC stream body into a table. O(bytes) (validation included).
+
+    Raises:
+        WireError: BAD_ARGUMENT when the body is not one valid IPC stream (the frame
+            itself was fine, so the connection stays usable).
+    """
+    schema, batches = read_ipc_batches(body, validate=validate)
+    return pa.Table.from_batches(batches, schema=schema)
+
+
+def read_ipc_batches(body: Buffer, *, validate: bool = True) -> tuple[pa.Schema, list[pa.RecordBatch]]:
+    """Parse one IPC stream body into its schema and batches. O(bytes).
+
+    Raises:
+        WireError: BAD_ARGUMENT (see :func:`read_ipc_stream`).
+    """
+    buf = body if isinstance(body, pa.Buffer) else pa.py_buffer(body)
+    try:
+        reader = ipc.open_stream(buf)
+        schema = reader.schema
+        batches = []
+        for b in reader:
+            if validate:
+                b.validate(full=True)
+            batches.append(b)
+    except (pa.ArrowException, ValueError, OSError) as e:
+        raise WireError(ErrorCode.BAD_ARGUMENT, f"body is not a valid Arrow IPC stream: {_short(e)}") from None
+    return schema, batches
+
+
+def _short(e: BaseException, limit: int = 200) -> str:
+    s = str(e)
+    return s if len(s) <= limit else s[:limit] + "..."
+
+
+def check_wire_schema(schema: pa.Schema) -> None:
+    """Check every field of an Arrow schema has a protocol type. O(#fields).
+
+    Raises:
+        WireError: TYPE_MISMATCH naming the column.
+    """
+    for f in schema:
+        try:
+            type_string(f.type)
+        except WireError as e:
+            raise WireError(e.code, f"column {f.name!r}: {e.message}", {"column": f.name}) from None
+
+
+# --- table schema JSON ------------------------------------------------------------------
+
+
+def _bad(msg: str, **details: Any) -> WireError:
+    return WireError(ErrorCode.BAD_ARGUMENT, msg, details)
+
+
+def _check_name(v: Any, what: str) -> str:
+    if not isinstance(v, str) or not v or len(v) > _NAME_MAX or not _IDENT_RE.fullmatch(v):
+        raise _bad(f"{what} must be a non-empty string without control characters (at most {_NAME_MAX}), got {v!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class IndexSpec:
+    """A secondary index: ``hash`` (equality, IN) or ``ordered`` (also ranges)."""
+
+    name: str
+    columns: tuple[str, ...]
+    kind: str = "hash"
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form ``{name, columns, kind}``. O(#columns)."""
+        return {"name": self.name, "columns": list(self.columns), "kind": self.kind}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "IndexSpec":
+        """Parse and check the JSON form. O(#columns).
+
+        Raises:
+            WireError: BAD_ARGUMENT naming the problem.
+        """
+        if not isinstance(obj, dict):
+            raise _bad(f"an index must be an object, got {obj!r}")
+        name = _check_name(obj.get("name"), "index name")
+        cols = obj.get("columns")
+        if not isinstance(cols, list) or not cols:
+            raise _bad(f"index {name!r}: 'columns' must be a non-empty list", index=name)
+        kind = obj.get("kind", "hash")
+        if kind not in INDEX_KINDS:
+            raise _bad(f"index {name!r}: kind must be one of {INDEX_KINDS}, got {kind!r}", index=name)
+        return cls(name, tuple(_check_name(c, "index column") for c in cols), kind)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A table's schema as the catalog and the protocol carry it.
+
+    Attributes:
+        schema: user columns (Arrow, canonical types); key columns are NOT NULL.
+        primary_key: key column names in key order; empty means a hidden ``_rowid``.
+        num_buckets: 1..4096.
+        indexes: secondary indexes.
+        options: string options (persistence, flush policy...).
+    """
+
+    schema: pa.Schema
+    primary_key: tuple[str, ...] = ()
+    num_buckets: int = 8
+    indexes: tuple[IndexSpec, ...] = ()
+    options: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    def _validate(self) -> None:
+        names = self.schema.names
+        if not names:
+            raise _bad("a table needs at least one column")
+        seen: set[str] = set()
+        fields = []
+        for f in self.schema:
+            _check_name(f.name, "column name")
+            if f.name == ROWID:
+                raise _bad(f"column name {ROWID!r} is reserved", column=f.name)
+            if f.name.lower() in seen:
+                # Spark resolves names case-insensitively by default: 'a' and 'A' clash.
+                raise _bad(f"duplicate column name {f.name!r}", column=f.name)
+            seen.add(f.name.lower())
+            try:
+                t = parse_type(type_string(f.type))
+            except WireError as e:
+                raise WireError(e.code, f"column {f.name!r}: {e.message}", {"column": f.name}) from None
+            fields.append(pa.field(f.name, t, nullable=f.nullable and f.name not in self.primary_key))
+        if len(set(self.primary_key)) != len(self.primary_key):
+            raise _bad(f"primary key {list(self.primary_key)} repeats a column")
+        for k in self.primary_key:
+            if k not in names:
+                raise WireError(ErrorCode.UNKNOWN_COLUMN, f"primary key column {k!r} is not a column", {"column": k})
+            if canonical(self.schema.field(k).type) in FLOAT_TYPES:
+                raise _bad(f"primary key column {k!r} is floating-point; keys cannot be float or double", column=k)
+        if isinstance(self.num_buckets, bool) or not isinstance(self.num_buckets, int) or not 1 <= self.num_buckets <= MAX_BUCKETS:
+            raise _bad(f"num_buckets must be an integer in 1..{MAX_BUCKETS}, got {self.num_buckets!r}")
+        index_names: set[str] = set()
+        for ix in self.indexes:
+            if ix.name in index_names:
+                raise WireError(ErrorCode.INDEX_EXISTS, f"duplicate index name {ix.name!r}", {"index": ix.name})
+            index_names.add(ix.name)
+            for c in ix.columns:
+                if c not in names:
+                    raise WireError(
+                        ErrorCode.UNKNOWN_COLUMN, f"index {ix.name!r}: {c!r} is not a column",
+                        {"index": ix.name, "column": c},
+                    )
+        for k, v in self.options.items():
+            if not isinstance(k, str) or not isinstance(v, str):
+                raise _bad(f"option {k!r}: options are string -> string, got {v!r}")
+        # Normalize: canonical types, NOT NULL keys, immutable containers.
+        object.__setattr__(self, "schema", pa.schema(fields))
+        object.__setattr__(self, "primary_key", tuple(self.primary_key))
+        object.__setattr__(self, "indexes", tuple(self.indexes))
+        object.__setattr__(self, "options", dict(self.options))
+
+    @property
+    def key_columns(self) -> tuple[str, ...]:
+        """Columns that identify a row: the primary key, or ``("_rowid",)``."""
+        return self.primary_key or (ROWID,)
+
+    @property
+    def key_types(self) -> tuple[str, ...]:
+        """Canonical types of :attr:`key_columns`."""
+        if not self.primary_key:
+            return ("int64",)
+        return tuple(canonical(self.schema.field(k).type) for k in self.primary_key)
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (spec: "Table schema"). O(#columns)."""
+        return {
+            "fields": [
+                {"name": f.name, "type": type_string(f.type), "nullable": f.nullable} for f in self.schema
+            ],
+            "primary_key": list(self.primary_key),
+            "num_buckets": self.num_buckets,
+            "indexes": [ix.to_json() for ix in self.indexes],
+            "options": dict(self.options),
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> "TableSpec":
+        """Parse and check the JSON form; unknown keys are ignored. O(#columns).
+
+        Raises:
+            WireError: BAD_ARGUMENT (or UNKNOWN_COLUMN, INDEX_EXISTS) naming the problem.
+        """
+        if not isinstance(obj, dict):
+            raise _bad(f"a table schema must be a JSON object, got {type(obj).__name__}")
+        raw_fields = obj.get("fields")
+        if not isinstance(raw_fields, list) or not raw_fields:
+            raise _bad("'fields' must be a non-empty list")
+        fields = []
+        for i, f in enumerate(raw_fields):
+            if not isinstance(f, dict):
+                raise _bad(f"field {i} must be an object, got {f!r}")
+            name = _check_name(f.get("name"), f"field {i} name")
+            try:
+                t = parse_type(f.get("type"))  # type: ignore[arg-type]  # parse_type checks it is a str
+            except WireError as e:
+                raise WireError(e.code, f"column {name!r}: {e.message}", {"column": name}) from None
+            nullable = f.get("nullable", True)
+            if not isinstance(nullable, bool):
+                raise _bad(f"column {name!r}: 'nullable' must be true or false", column=name)
+            fields.append(pa.field(name, t, nullable=nullable))
+        pk = obj.get("primary_key", [])
+        if not isinstance(pk, list) or not all(isinstance(k, str) for k in pk):
+            raise _bad("'primary_key' must be a list of column names")
+        nb = obj.get("num_buckets", 8)
+        idx = obj.get("indexes", [])
+        if not isinstance(idx, list):
+            raise _bad("'indexes' must be a list")
+        opts = obj.get("options", {})
+        if not isinstance(opts, dict):
+            raise _bad("'options' must be an object of strings")
+        return cls(pa.schema(fields), tuple(pk), nb, tuple(IndexSpec.from_json(x) for x in idx), opts)
+
+    def codec_fields(self, columns: Sequence[str] | None = None) -> list[tuple[str, str]]:
+        """(name, type) pairs for a compact-rows codec over ``columns`` (default: all
+        user columns; ``_rowid`` allowed for keyless tables). O(#columns).
+
+        Raises:
+            WireError: UNKNOWN_COLUMN.
+        """
+        if columns is None:
+            return [(f.name, type_string(f.type)) for f in self.schema]
+        out = []
+        for c in columns:
+            if c == ROWID and not self.primary_key:
+                out.append((c, "int64"))
+                continue
+            i = self.schema.get_field_index(c)
+            if i < 0:
+                raise WireError(ErrorCode.UNKNOWN_COLUMN, f"no column {c!r}", {"column": c})
+            out.append((c, type_string(self.schema.field(i).type)))
+        return out
