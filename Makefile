@@ -7,14 +7,14 @@ STAMP  := $(VENV)/.installed
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: all venv test unit integration demo bench bench-engine typecheck clean
+.PHONY: all venv test unit integration demo bench bench-engine typecheck clean jar publish-local
 
 all: venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip >/dev/null
-	@$(PY) -m pip install -q -e '.[test,bench]'
+	@$(PY) -m pip install -q -e '.[test,bench,zookeeper]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
@@ -26,12 +26,18 @@ integration: venv
 	@if ls integration/test_*.py >/dev/null 2>&1; then $(PY) -m pytest -q integration; \
 	 else echo "integration: no integration tests yet"; fi
 
-test: unit integration
+test: jar unit integration
+
+jar: venv
+	@bash jvm_bridge/build.sh
+
+publish-local: jar
+	@bash jvm_bridge/publish_local.sh
 
 typecheck: venv
 	$(PY) -m mypy spark_ext
 
-demo: venv
+demo: venv jar
 	$(PY) -m spark_ext.demo
 
 bench-engine: venv

@@ -82,6 +82,7 @@ def _start(role: str, args: argparse.Namespace) -> int:
         data_dir=data_dir, host=args.host, port=args.port, secret=secret,
         locator=getattr(args, "locator", None), server_id=getattr(args, "server_id", None),
         flush=getattr(args, "flush", "commit"), lost_after_s=getattr(args, "lost_after", 10.0),
+        txn_timeout_s=getattr(args, "txn_timeout", 600.0),
         run_file=Path(args.run_file) if args.run_file else _run_file(role, args),
     )
     if role == "locator":
@@ -155,6 +156,33 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ha_status(args: argparse.Namespace) -> int:
+    from spark_ext.ha.backends import LocatorLeases, ZooKeeperLeases
+
+    backend: Any
+    if args.zookeeper:
+        backend = ZooKeeperLeases(args.zookeeper)
+    elif args.locator:
+        backend = LocatorLeases(args.locator, _secret(args))
+    else:
+        address, secret = embedded.ensure_embedded(start=False)
+        backend = LocatorLeases(address, secret)
+    try:
+        leases = backend.status(args.group)
+    finally:
+        backend.close()
+    if not leases:
+        print("no leader groups")
+        return 0
+    print(f"{'group':<24} {'holder':<32} {'token':>6} {'expires in':>11}  waiters")
+    for lz in leases:
+        exp = f"{lz['expires_in_ms'] / 1000:.1f}s" if lz.get("expires_in_ms") is not None else "-"
+        holder = lz["holder"] if lz["held"] else "(none)"
+        token = lz["token"] if lz["held"] else lz.get("last_token", "-")
+        print(f"{lz['name']:<24} {holder:<32} {token!s:>6} {exp:>11}  {', '.join(lz.get('waiters') or []) or '-'}")
+    return 0
+
+
 def _role_status(role: str, args: argparse.Namespace) -> int:
     run_file = Path(args.run_file) if args.run_file else _run_file(role, args)
     info = embedded.running(run_file, _secret(args) or _maybe_secret())
@@ -195,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
             st.add_argument("--server-id", help="stable id of this server (default: kept in its data directory)")
             st.add_argument("--flush", default="commit", choices=["commit", "group", "off"],
                             help="log flush policy: fsync every commit, every few ms, or leave it to the OS")
+            st.add_argument("--txn-timeout", type=float, default=600.0,
+                            help="seconds after which an open (unprepared) transaction that saw no request "
+                                 "is aborted (default 600)")
         for action in ("stop", "status"):
             ap = rsub.add_parser(action, help=f"{action} a {role}")
             ap.add_argument("--run-file", help="run file of the process (default: the one under $SPARK_EXT_HOME)")
@@ -202,6 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
             ap.add_argument("--secret-file")
             if role == "server":
                 ap.add_argument("--embedded", action="store_true")
+    hp = sub.add_parser("ha", help="driver high availability: leader groups")
+    hsub = hp.add_subparsers(dest="action", required=True)
+    hs = hsub.add_parser("status", help="leader groups: holders, fencing tokens, waiters")
+    hs.add_argument("--locator", type=_addr, help="HOST:PORT of the lock service (default: the embedded server)")
+    hs.add_argument("--zookeeper", help="ZooKeeper hosts (host:port,...) when the ZooKeeper backend is used")
+    hs.add_argument("--secret-file")
+    hs.add_argument("--group", help="only this group")
     sp = sub.add_parser("status", help="servers, tables, buckets, rows and memory of a cluster")
     sp.add_argument("--locator", type=_addr, help="HOST:PORT (default: the embedded server)")
     sp.add_argument("--secret-file")
@@ -212,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.cmd == "status":
         return _status(args)
+    if args.cmd == "ha":
+        return _ha_status(args)
     if args.action == "start":
         return _start(args.cmd, args)
     if args.action == "stop":

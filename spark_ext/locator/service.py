@@ -24,6 +24,12 @@ from spark_ext.wire.kinds import Kind
 logger = logging.getLogger(__name__)
 
 
+_DDL = frozenset({
+    Kind.CREATE_NAMESPACE, Kind.DROP_NAMESPACE, Kind.CREATE_TABLE, Kind.DROP_TABLE,
+    Kind.ALTER_TABLE, Kind.CREATE_INDEX, Kind.DROP_INDEX,
+})
+
+
 class ServerLink(Protocol):
     """How the locator sends control requests to one store server."""
 
@@ -86,7 +92,9 @@ class LocatorService:
         self._lock = threading.RLock()
         self._stop = threading.Event()
         threading.Thread(target=self._watch, name="locator-membership", daemon=True).start()
-        self.lease_service: Any = None  # the HA issue plugs the lock service in here
+        #: The lock service (leases) and the fencing registry for DDL, when hosted here.
+        self.lease_service: Any = None
+        self.fences: Any = None
 
     def register(self, server: FrameServer) -> None:
         for kind, fn in {
@@ -99,7 +107,18 @@ class LocatorService:
             Kind.ALTER_TABLE: self.alter_table, Kind.LIST_TABLES: self.list_tables,
             Kind.CREATE_INDEX: self.create_index, Kind.DROP_INDEX: self.drop_index,
         }.items():
+            if kind in _DDL:
+                fn = self._fenced(fn)
             server.register(kind, fn)
+        if self.lease_service is not None:
+            self.lease_service.register(server)
+
+    def _fenced(self, fn: Callable[[Frame, Session], Frame]) -> Callable[[Frame, Session], Frame]:
+        def guarded(f: Frame, s: Session) -> Frame:
+            if self.fences is not None:
+                self.fences(f.metadata)
+            return fn(f, s)
+        return guarded
 
     def close(self) -> None:
         self._stop.set()
@@ -209,8 +228,9 @@ class LocatorService:
     def drop_namespace(self, f: Frame, s: Session) -> Frame:
         m = f.metadata
         with self.catalog.lock:
+            ns = check_namespace(m.get("namespace"))
             entries = [self.catalog.tables[k] for k in list(self.catalog.tables)
-                       if tuple(self.catalog.tables[k]["namespace"]) == check_namespace(m.get("namespace"))]
+                       if tuple(self.catalog.tables[k]["namespace"])[: len(ns)] == ns]
             dropped = self.catalog.drop_namespace(m.get("namespace"), bool(m.get("cascade", False)), bool(m.get("if_exists", False)))
         for e in entries:
             if e["spec"]["name"] in dropped:

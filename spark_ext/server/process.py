@@ -21,6 +21,9 @@ from typing import Any
 from spark_ext.client.connection import ConnectionPool
 from spark_ext.locator.catalog import Catalog
 from spark_ext.locator.service import LocalLink, LocatorService
+from spark_ext.ha.leases import LeaseTable
+from spark_ext.locator.lease_service import LeaseService
+from spark_ext.server.fencing import FenceRegistry
 from spark_ext.server.store_service import StoreService
 from spark_ext.server.tcp import FrameServer
 from spark_ext.store import Store
@@ -43,6 +46,7 @@ class ServerConfig:
     memory_limit_bytes: int | None = None
     heartbeat_s: float = 1.0
     lost_after_s: float = 10.0
+    txn_timeout_s: float = 600.0  # an open transaction idle this long is aborted
     run_file: Path | None = None  # written once listening: {pid, host, port, ...}
 
 
@@ -125,7 +129,8 @@ class StoreServerProcess(Process):
         cfg = self.cfg
         self.server_id = _server_id(cfg)
         self.store = Store(cfg.data_dir / "store", flush=cfg.flush, memory_limit_bytes=cfg.memory_limit_bytes)
-        self.service = StoreService(self.store, self.server_id)
+        self.service = StoreService(self.store, self.server_id, cfg.txn_timeout_s)
+        self.service.fence = FenceRegistry(cfg.data_dir / "fences.json")
         self.frames = FrameServer(cfg.host, cfg.port, secret=cfg.secret, role=self.role,
                                   extra_hello={"server_id": self.server_id})
         self.service.register(self.frames)
@@ -188,6 +193,8 @@ class LocatorProcess(Process):
         cfg = self.cfg
         self.catalog = Catalog(cfg.data_dir / "catalog.json")
         self.locator = LocatorService(self.catalog, cfg.secret, cfg.lost_after_s)
+        self.locator.lease_service = LeaseService(LeaseTable(cfg.data_dir / "leases.json"))
+        self.locator.fences = FenceRegistry(cfg.data_dir / "fences.json")
         self.frames = FrameServer(cfg.host, cfg.port, secret=cfg.secret, role=self.role)
         self.locator.register(self.frames)
         self.frames.start()
@@ -211,8 +218,12 @@ class EmbeddedProcess(Process):
         self.server_id = "embedded"
         self.catalog = Catalog(cfg.data_dir / "catalog.json")
         self.store = Store(cfg.data_dir / "store", flush=cfg.flush, memory_limit_bytes=cfg.memory_limit_bytes)
-        self.service = StoreService(self.store, self.server_id)
+        self.service = StoreService(self.store, self.server_id, cfg.txn_timeout_s)
+        fences = FenceRegistry(cfg.data_dir / "fences.json")  # one process: one registry
+        self.service.fence = fences
         self.locator = LocatorService(self.catalog, cfg.secret, cfg.lost_after_s)
+        self.locator.lease_service = LeaseService(LeaseTable(cfg.data_dir / "leases.json"))
+        self.locator.fences = fences
         self.frames = FrameServer(cfg.host, cfg.port, secret=cfg.secret, role=self.role,
                                   extra_hello={"server_id": self.server_id})
         self.service.register(self.frames)

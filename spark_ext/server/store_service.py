@@ -63,7 +63,8 @@ class StoreService:
         self.owned: dict[str, frozenset[int] | None] = {}  # None: every bucket
         self.txns = TxnManager(store, txn_timeout_s)
         self._stop = threading.Event()
-        self.fence: Any = None  # set by the HA layer: a callable(meta) that raises FencedError
+        #: Checks a request's ``fence`` (see spark_ext/server/fencing.py); None: not fenced.
+        self.fence: Any = None
         for t in store.tables:
             self.owned.setdefault(t, None)
         threading.Thread(target=self._reap, name="txn-reaper", daemon=True).start()
@@ -77,7 +78,7 @@ class StoreService:
             Kind.COUNT: self.count, Kind.TXN_STAGE: self.txn_stage, Kind.TXN_PREPARE: self.txn_prepare,
             Kind.TXN_COMMIT: self.txn_commit, Kind.TXN_ABORT: self.txn_abort, Kind.TXN_STATUS: self.txn_status,
             Kind.OPEN_BUCKETS: self.open_buckets, Kind.CLOSE_BUCKETS: self.close_buckets,
-            Kind.UPDATE_TABLE: self.update_table, Kind.STATUS: self.status,
+            Kind.UPDATE_TABLE: self.update_table, Kind.STATUS: self.status, Kind.PING: self.ping,
         }.items():
             server.register(kind, fn)
 
@@ -380,6 +381,11 @@ class StoreService:
                 self.txns.reap()
             except Exception:
                 logger.exception("transaction reaper failed")
+
+    def ping(self, f: Frame, s: Session) -> Frame:
+        """Liveness; with ``fence`` a new leader announces its token (nothing else changes)."""
+        self._fenced(f.metadata)
+        return Frame(f.kind, f.request_id, {"pong": True, "server_id": self.server_id})
 
     # --- status -------------------------------------------------------------------------
 
