@@ -49,7 +49,9 @@ class Run:
         self.batch = batch
         self.n = batch.num_rows
         self._decode: Callable[[int], tuple[Any, ...]] | None = None
-        self.nbytes = batch.nbytes + (0 if self.key_pos is None else 100 * self.n)
+        # A sorted copy of the keys (not a view of the batch) is memory of its own.
+        own_keys = self.keys.nbytes if self.keys is not None and self.keys.base is None else 0
+        self.nbytes = batch.nbytes + own_keys + (0 if self.key_pos is None else 100 * self.n)
 
     def find(self, key: Any) -> int:
         """Position of ``key`` in this run, or -1. O(log n) or O(1)."""
@@ -103,8 +105,9 @@ class BucketSnapshot:
             return r
         for run, dels in zip(self.runs, self.deleted):
             p = run.find(key)
-            if p >= 0:
-                return None if p in dels else run.row(p)
+            # A deleted position may be an old version: a later run can hold the key.
+            if p >= 0 and p not in dels:
+                return run.row(p)
         return None
 
     def batches(self, schema: pa.Schema) -> Iterator[pa.RecordBatch]:
@@ -162,8 +165,9 @@ class Bucket:
             return r
         for run, dels in zip(self.runs, self.deleted):
             p = run.find(key)
-            if p >= 0:
-                return None if p in dels else run.row(p)
+            # A deleted position may be an old version: a later run can hold the key.
+            if p >= 0 and p not in dels:
+                return run.row(p)
         return None
 
     def snapshot(self) -> BucketSnapshot:
@@ -197,10 +201,9 @@ class Bucket:
         if old is None:
             for run, dels in zip(self.runs, self.deleted):
                 p = run.find(key)
-                if p >= 0:
-                    if p not in dels:
-                        old = run.row(p)
-                        dels.add(p)
+                if p >= 0 and p not in dels:
+                    old = run.row(p)
+                    dels.add(p)
                     break
         if old is not None:
             for ix in self.indexes.values():

@@ -16,6 +16,20 @@ ORDERED = "ordered"
 KINDS = (HASH, ORDERED)
 
 
+class _NaN:
+    """Stands for a float NaN in index values: one object, so its entries can be found
+    and removed again (NaN != NaN), kept out of the sorted map (NaN does not order), and
+    never equal to a literal (NaN = NaN is false in scans too)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NaN"
+
+
+NAN = _NaN()
+
+
 class SecondaryIndex:
     """Base of the two index kinds.
 
@@ -37,8 +51,9 @@ class SecondaryIndex:
     def value_of(self, row: Sequence[Any]) -> Any:
         """The indexed value of a storage-layout row. O(#columns)."""
         if self._single:
-            return row[self.positions[0]]
-        return tuple(row[p] for p in self.positions)
+            v = row[self.positions[0]]
+            return NAN if v != v else v
+        return tuple(NAN if v != v else v for v in (row[p] for p in self.positions))
 
     def add(self, key: Any, row: Sequence[Any]) -> None:
         raise NotImplementedError
@@ -96,7 +111,7 @@ class HashIndex(SecondaryIndex):
 
 
 class OrderedIndex(SecondaryIndex):
-    """Range index on a ``SortedDict``; rows with a NULL in the value are kept aside.
+    """Range index on a ``SortedDict``; rows with a NULL (or NaN) in the value are kept aside.
 
     add/remove are O(log n); a range lookup is O(log n + result).
     """
@@ -109,7 +124,9 @@ class OrderedIndex(SecondaryIndex):
         self._nulls: dict[Any, set[Any]] = {}
 
     def _has_null(self, v: Any) -> bool:
-        return v is None if self._single else any(x is None for x in v)
+        if self._single:
+            return v is None or v is NAN
+        return any(x is None or x is NAN for x in v)
 
     def add(self, key: Any, row: Sequence[Any]) -> None:
         """Index ``row`` under ``key``. O(log n)."""
@@ -162,6 +179,17 @@ class OrderedIndex(SecondaryIndex):
             if high is not None and (first > high or (first == high and not high_inclusive)):
                 break
             yield from self._sorted[v]
+        # Rows with a NULL in a later column are kept aside but still match a range on
+        # a non-NULL first column. O(rows with NULLs).
+        for v, ks in self._nulls.items():
+            first = v[0]
+            if first is None or first is NAN:
+                continue
+            if low is not None and (first < low or (first == low and not low_inclusive)):
+                continue
+            if high is not None and (first > high or (first == high and not high_inclusive)):
+                continue
+            yield from ks
 
     def _check(self, expected: dict[Any, Any]) -> None:
         got = {k: v for v, ks in self._sorted.items() for k in ks}

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence, Union
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from spark_ext.exceptions import BadArgumentError, ConstraintError
+from spark_ext.exceptions import BadArgumentError, ConstraintError, ValueOutOfRangeError
 from spark_ext.store import types
 from spark_ext.store.schema import TableSchema
 
@@ -239,6 +239,8 @@ def _literal(schema: TableSchema, column: str, v: Any) -> Any:
     try:
         return schema.coercers[i](v)
     except ConstraintError as e:
+        if tn == "float32" and isinstance(e, ValueOutOfRangeError):
+            return float(v)  # beyond float32: compares as an infinity, legal SQL
         raise BadArgumentError(str(e), table=schema.name, column=column, value=repr(v)) from None
 
 
@@ -324,6 +326,11 @@ def evaluate(p: Predicate, batch: pa.RecordBatch | pa.Table) -> pa.Array:
         return _PC[p.op](column, _scalar(p.value, column.type))
     if isinstance(p, In):
         vals = [v for v in p.values if v is not None]
+        if pa.types.is_floating(column.type):
+            # is_in hashes bit patterns, but -0.0 = 0.0 (as for "="): add 0.0 to both
+            # sides, which turns every negative zero into a positive one.
+            column = pc.add(column, pa.scalar(0.0, column.type))
+            vals = [v + 0.0 if isinstance(v, float) else v for v in vals]
         r = pc.is_in(column, value_set=pa.array(vals, type=_literal_type(vals, column.type)))
         if len(vals) != len(p.values):
             # x IN (..., NULL) is unknown, not false, when x is not found.

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import pyarrow as pa
 
-from spark_ext.exceptions import BadArgumentError
+from spark_ext.exceptions import BadArgumentError, ConstraintError
 from spark_ext.store import predicate as P
 from spark_ext.store.bucket import BucketSnapshot
 from spark_ext.store.index import OrderedIndex, SecondaryIndex
@@ -65,28 +65,50 @@ def plan(table: "Table", pred: P.Predicate | None, buckets: Sequence[int]) -> Ac
 
 def _pk_keys(schema: TableSchema, terms: list[P.Predicate]) -> list[Any] | None:
     kc = schema.key_columns
+    kp = schema.key_positions
     if len(kc) == 1:
         for t in terms:
             if isinstance(t, P.Compare) and t.op == "=" and t.column == kc[0]:
-                return [v for v in (_key_literal(t.value),) if v is not None]
+                return [v for v in (_key_literal(schema, kp[0], t.value),) if v is not None]
             if isinstance(t, P.In) and t.column == kc[0]:
-                return [v for v in dict.fromkeys(_key_literal(v) for v in t.values) if v is not None]
+                return [v for v in dict.fromkeys(_key_literal(schema, kp[0], v) for v in t.values) if v is not None]
         return None
     eq = {t.column: t.value for t in terms if isinstance(t, P.Compare) and t.op == "="}
     if all(c in eq for c in kc):
-        vals = tuple(eq[c] for c in kc)
+        vals = tuple(_key_literal(schema, i, eq[c]) for c, i in zip(kc, kp))
         return [] if any(v is None for v in vals) else [vals]
     return None
 
 
-def _key_literal(v: Any) -> Any:
-    """A literal as a key value: 2.0 finds key 2; 2.5 and NULL find nothing."""
+def _key_literal(schema: TableSchema, pos: int, v: Any) -> Any:
+    """A bound literal in key form, or None when no key can equal it.
+
+    2.0 finds key 2, 2.5 finds nothing; a decimal is brought to the column's scale
+    (1.5 finds key 1.50, hashed like it); NULL finds nothing.
+    """
+    if v is None:
+        return None
     if isinstance(v, float):
-        return int(v) if v.is_integer() else None
-    return v
+        if not v.is_integer():
+            return None
+        v = int(v)
+    try:
+        return schema.coercers[pos](v)
+    except ConstraintError:
+        return None  # e.g. more fractional digits than the column has: equals no key
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and v != v
 
 
 def _index_probe(ix: SecondaryIndex, terms: list[P.Predicate]) -> Any:
+    # Terms with a NaN literal are left to the filter: Arrow's = and ranges never match
+    # NaN but its IN does, and the index cannot follow both.
+    terms = [
+        t for t in terms
+        if not ((isinstance(t, P.Compare) and _is_nan(t.value)) or (isinstance(t, P.In) and any(map(_is_nan, t.values))))
+    ]
     cols = ix.columns
     if len(cols) == 1:
         c = cols[0]
@@ -153,6 +175,7 @@ class Scan:
         for b in bl:
             if not isinstance(b, int) or not 0 <= b < nb:
                 raise BadArgumentError(f"table {table.name!r} has buckets 0..{nb - 1}, not {b!r}", table=table.name)
+        bl = list(dict.fromkeys(bl))  # a bucket named twice is still read once
         self._limit = limit
         self._storage_schema = schema.storage_schema
         self.rows_examined = 0

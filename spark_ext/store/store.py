@@ -372,6 +372,9 @@ class Store:
                 p.bulks.append(Bulk(b, up, batch_keys(t.schema, b)))
             for k in p.locked_keys():
                 t.locks[k] = cs
+                # Row ids this set reserved must not be handed out again by new inserts.
+                if t.schema.hidden_rowid and k >= t.next_rowid:
+                    t.next_rowid = k + 1
             if truncate:
                 t.truncating = cs
         cs.state = PREPARED

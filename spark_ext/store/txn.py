@@ -30,6 +30,7 @@ from spark_ext.exceptions import (
     TransactionStateError,
 )
 from spark_ext.store import predicate as P
+from spark_ext.store.rowdecode import row_decoder
 from spark_ext.store.rows import normalize_rows
 from spark_ext.store.schema import ROWID, batch_buckets, batch_key_array, batch_keys, rows_to_batch
 
@@ -491,6 +492,12 @@ class ChangeSet:
                     "hold changes in it", table=t.name,
                 )
             p = self._pending(t)
+            if self._register:
+                # The staged rows are dropped: release their key locks (holding the
+                # table as truncating keeps every other writer out from here on).
+                for k in p.locked_keys():
+                    if t.locks.get(k) is self:
+                        del t.locks[k]
             p.point.clear()
             p.bulks.clear()
             p.truncate = True
@@ -531,9 +538,12 @@ class ChangeSet:
         if store_limit is not None and added_total:
             cur = self.store.memory_bytes()
             if cur + added_total > store_limit:
+                names = sorted(n for n, p in self.pending.items() if p.added_bytes())
                 raise MemoryLimitError(
                     f"the store would hold about {cur + added_total} bytes, over its limit of "
-                    f"{store_limit} bytes; the change was not applied", value=cur + added_total,
+                    f"{store_limit} bytes; the change to table(s) {', '.join(map(repr, names))} "
+                    "was not applied",
+                    table=",".join(names), value=cur + added_total,
                 )
 
     def commit(self) -> None:
@@ -594,7 +604,9 @@ class ChangeSet:
 
 
 def _batch_row(batch: pa.RecordBatch, pos: int) -> tuple[Any, ...]:
-    return tuple(c[pos].as_py() for c in batch.columns)
+    # Engine value forms (``as_py`` gives zoneinfo-aware timestamps, which the log
+    # codec refuses and the delta must not hold).
+    return row_decoder(batch)(pos)
 
 
 def _show_key(schema: Any, k: Any) -> str:

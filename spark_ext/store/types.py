@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import decimal
 import re
+import struct
 from typing import Any, Callable
 
 import numpy as np
@@ -29,6 +30,9 @@ EPOCH_ORDINAL = _dt.date(1970, 1, 1).toordinal()
 ONE_MICRO = _dt.timedelta(microseconds=1)
 
 Coercer = Callable[[Any], Any]
+
+_F32 = struct.Struct("<f")
+_INF = float("inf")
 
 _INT_RANGES = {
     "int8": (-(1 << 7), (1 << 7) - 1),
@@ -159,7 +163,23 @@ def make_coercer(table: str, column: str, t: pa.DataType) -> Coercer:
                 return float(v)
             raise _err(table, column, v, name)
 
-        return c_float
+        if name == "float64":
+            return c_float
+
+        def c_float32(v: Any) -> Any:
+            # Round to single precision now, so a row reads the same before and after
+            # compaction (Arrow holds it as float32); a finite value too large for
+            # float32 is refused rather than silently becoming infinity.
+            f = c_float(v)
+            try:
+                r = _F32.unpack(_F32.pack(f))[0]
+            except OverflowError:
+                raise _range_err(table, column, v, name) from None
+            if r in (_INF, -_INF) and f not in (_INF, -_INF):
+                raise _range_err(table, column, v, name)
+            return r
+
+        return c_float32
     if name == "string":
 
         def c_str(v: Any) -> Any:
