@@ -239,13 +239,8 @@ class Bucket:
         ixs = list(self.indexes.values()) if indexes is None else list(indexes)
         if not ixs or run.n == 0:
             return
-        cols = [c.to_pylist() for c in run.batch.columns]
-        rows = list(zip(*cols))
-        kp = self.schema.key_positions
-        for i, row in enumerate(rows):
-            k = row[kp[0]] if len(kp) == 1 else tuple(row[j] for j in kp)
-            for ix in ixs:
-                ix.add(k, row)
+        for ix in ixs:
+            ix.add_batch(run.batch, self.schema.key_positions)
 
     def remove_keys_vectorized(self, keys: np.ndarray) -> None:
         """Remove every live row whose int key is in ``keys`` (int path). O(k log n)."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Iterator, Sequence
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from sortedcontainers import SortedDict
 
 HASH = "hash"
@@ -61,6 +63,39 @@ class SecondaryIndex:
     def remove(self, key: Any, row: Sequence[Any]) -> None:
         raise NotImplementedError
 
+    def _add_group(self, value: Any, keys: list[Any]) -> None:
+        raise NotImplementedError
+
+    def add_batch(self, batch: pa.RecordBatch, key_positions: Sequence[int]) -> None:
+        """Index every row of a storage-layout batch (index creation, bulk loads).
+
+        Reads only the key and indexed columns and groups keys by value before touching
+        the index, so the cost per row is a dict append, not a row tuple and an index
+        update. O(rows) + O(distinct values) index updates.
+        """
+        if batch.num_rows == 0:
+            return
+        kcols = [batch.column(i).to_pylist() for i in key_positions]
+        keys = kcols[0] if len(kcols) == 1 else list(zip(*kcols))
+        vcols = []
+        for p in self.positions:
+            col = batch.column(p)
+            vals = col.to_pylist()
+            if pa.types.is_floating(col.type) and pc.any(pc.is_nan(col)).as_py():
+                vals = [NAN if v != v else v for v in vals]
+            vcols.append(vals)
+        values = vcols[0] if self._single else list(zip(*vcols))
+        groups: dict[Any, list[Any]] = {}
+        for k, v in zip(keys, values):
+            g = groups.get(v)
+            if g is None:
+                groups[v] = [k]
+            else:
+                g.append(k)
+        for v, ks in groups.items():
+            self._add_group(v, ks)
+        self.entries += len(keys)
+
     def lookup(self, value: Any) -> Iterable[Any]:
         """Keys of rows whose indexed value equals ``value``."""
         raise NotImplementedError
@@ -98,6 +133,13 @@ class HashIndex(SecondaryIndex):
             self.entries -= 1
             if not s:
                 del self._map[v]
+
+    def _add_group(self, value: Any, keys: list[Any]) -> None:
+        s = self._map.get(value)
+        if s is None:
+            self._map[value] = set(keys)
+        else:
+            s.update(keys)
 
     def lookup(self, value: Any) -> Iterable[Any]:
         """Keys with this value. O(1) average plus the result size."""
@@ -152,6 +194,14 @@ class OrderedIndex(SecondaryIndex):
             self.entries -= 1
             if not s:
                 del m[v]
+
+    def _add_group(self, value: Any, keys: list[Any]) -> None:
+        m: Any = self._nulls if self._has_null(value) else self._sorted
+        s = m.get(value)
+        if s is None:
+            m[value] = set(keys)
+        else:
+            s.update(keys)
 
     def lookup(self, value: Any) -> Iterable[Any]:
         """Keys with this value. O(log n + result)."""

@@ -223,10 +223,8 @@ class Table:
         positions = [self.schema.column_index(c) for c in columns]
         for b in self.buckets:
             ix = make_index(kind, name, columns, positions)
-            snap = b.snapshot()
-            for batch in snap.batches(self.schema.storage_schema):
-                for row in zip(*[c.to_pylist() for c in batch.columns]):
-                    ix.add(self.schema.key_of(row), row)
+            for batch in b.snapshot().batches(self.schema.storage_schema):
+                ix.add_batch(batch, self.schema.key_positions)
             b.indexes[name] = ix
         self.index_defs[name] = (kind, list(columns))
 
