@@ -6,7 +6,8 @@
   (validation matters: a crafted IPC body with bad offsets could otherwise make Arrow
   read out of bounds).
 * A table schema travels as JSON ``{fields, primary_key, num_buckets, indexes,
-  options}``; :class:`TableSpec` is its checked Python form.
+  options}`` (CREATE_TABLE's ``table``); :class:`TableSpec` is its checked Python
+  form, a wrapper of the engine's ``TableSchema`` plus the indexes.
 """
 
 from __future__ import annotations
@@ -19,17 +20,20 @@ from typing import Any, Iterable, Mapping, Sequence, Union
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from spark_ext.exceptions import SparkExtError
+from spark_ext.store.index import KINDS as INDEX_KINDS
+from spark_ext.store.schema import MAX_BUCKETS, TableSchema
 from spark_ext.wire.errors import WireError
 from spark_ext.wire.kinds import ErrorCode
-from spark_ext.wire.types import FLOAT_TYPES, canonical, parse_type, type_string
+from spark_ext.wire.types import parse_type, type_string
 
 logger = logging.getLogger(__name__)
 
 Buffer = Union[bytes, bytearray, memoryview, pa.Buffer]
 
-ROWID = "_rowid"
-MAX_BUCKETS = 4096
-INDEX_KINDS = ("hash", "ordered")
+#: Name given to the engine schema a TableSpec checks with (CREATE_TABLE names the
+#: table in its own fields); it appears in error messages.
+_SPEC_NAME = "(new table)"
 _NAME_MAX = 255
 _IDENT_RE = re.compile(r"^[^\x00-\x1f]+$")
 
@@ -166,7 +170,13 @@ class IndexSpec:
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A table's schema as the catalog and the protocol carry it.
+    """A table's schema as CREATE_TABLE carries it (``table``): the engine's table
+    definition plus its secondary indexes.
+
+    The JSON shape is checked here, strictly (a protocol matter); what makes a valid
+    table (column names, types, key rules, bucket count) is decided by the engine's
+    :class:`~spark_ext.store.schema.TableSchema`, which this wraps, so the wire and the
+    engine cannot disagree.
 
     Attributes:
         schema: user columns (Arrow, canonical types); key columns are NOT NULL.
@@ -181,81 +191,52 @@ class TableSpec:
     num_buckets: int = 8
     indexes: tuple[IndexSpec, ...] = ()
     options: Mapping[str, str] = field(default_factory=dict)
+    _table: TableSchema = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        self._validate()
-
-    def _validate(self) -> None:
-        names = self.schema.names
-        if not names:
-            raise _bad("a table needs at least one column")
-        seen: set[str] = set()
-        fields = []
+        check_wire_schema(self.schema)
         for f in self.schema:
             _check_name(f.name, "column name")
-            if f.name == ROWID:
-                raise _bad(f"column name {ROWID!r} is reserved", column=f.name)
-            if f.name.lower() in seen:
-                # Spark resolves names case-insensitively by default: 'a' and 'A' clash.
-                raise _bad(f"duplicate column name {f.name!r}", column=f.name)
-            seen.add(f.name.lower())
-            try:
-                t = parse_type(type_string(f.type))
-            except WireError as e:
-                raise WireError(e.code, f"column {f.name!r}: {e.message}", {"column": f.name}) from None
-            fields.append(pa.field(f.name, t, nullable=f.nullable and f.name not in self.primary_key))
-        if len(set(self.primary_key)) != len(self.primary_key):
-            raise _bad(f"primary key {list(self.primary_key)} repeats a column")
-        for k in self.primary_key:
-            if k not in names:
-                raise WireError(ErrorCode.UNKNOWN_COLUMN, f"primary key column {k!r} is not a column", {"column": k})
-            if canonical(self.schema.field(k).type) in FLOAT_TYPES:
-                raise _bad(f"primary key column {k!r} is floating-point; keys cannot be float or double", column=k)
-        if isinstance(self.num_buckets, bool) or not isinstance(self.num_buckets, int) or not 1 <= self.num_buckets <= MAX_BUCKETS:
+        if isinstance(self.num_buckets, bool) or not isinstance(self.num_buckets, int):
             raise _bad(f"num_buckets must be an integer in 1..{MAX_BUCKETS}, got {self.num_buckets!r}")
-        index_names: set[str] = set()
-        for ix in self.indexes:
-            if ix.name in index_names:
-                raise WireError(ErrorCode.INDEX_EXISTS, f"duplicate index name {ix.name!r}", {"index": ix.name})
-            index_names.add(ix.name)
-            for c in ix.columns:
-                if c not in names:
-                    raise WireError(
-                        ErrorCode.UNKNOWN_COLUMN, f"index {ix.name!r}: {c!r} is not a column",
-                        {"index": ix.name, "column": c},
-                    )
         for k, v in self.options.items():
             if not isinstance(k, str) or not isinstance(v, str):
                 raise _bad(f"option {k!r}: options are string -> string, got {v!r}")
-        # Normalize: canonical types, NOT NULL keys, immutable containers.
-        object.__setattr__(self, "schema", pa.schema(fields))
-        object.__setattr__(self, "primary_key", tuple(self.primary_key))
+        try:
+            table = TableSchema(_SPEC_NAME, self.schema, list(self.primary_key), self.num_buckets, dict(self.options))
+            index_names: set[str] = set()
+            for ix in self.indexes:
+                if ix.name in index_names:
+                    raise WireError(ErrorCode.INDEX_EXISTS, f"duplicate index name {ix.name!r}", {"index": ix.name})
+                index_names.add(ix.name)
+                for c in ix.columns:
+                    table.column_index(c)
+        except SparkExtError as e:
+            raise WireError.from_exception(e) from None
+        # Normalized by the engine: canonical types, NOT NULL keys, immutable containers.
+        object.__setattr__(self, "_table", table)
+        object.__setattr__(self, "schema", table.arrow_schema)
+        object.__setattr__(self, "primary_key", tuple(table.primary_key))
         object.__setattr__(self, "indexes", tuple(self.indexes))
-        object.__setattr__(self, "options", dict(self.options))
+        object.__setattr__(self, "options", dict(table.options))
 
     @property
     def key_columns(self) -> tuple[str, ...]:
         """Columns that identify a row: the primary key, or ``("_rowid",)``."""
-        return self.primary_key or (ROWID,)
+        return tuple(self._table.key_columns)
 
     @property
     def key_types(self) -> tuple[str, ...]:
         """Canonical types of :attr:`key_columns`."""
-        if not self.primary_key:
-            return ("int64",)
-        return tuple(canonical(self.schema.field(k).type) for k in self.primary_key)
+        return tuple(self._table.key_type_names)
 
     def to_json(self) -> dict[str, Any]:
-        """The JSON form (spec: "Table schema"). O(#columns)."""
-        return {
-            "fields": [
-                {"name": f.name, "type": type_string(f.type), "nullable": f.nullable} for f in self.schema
-            ],
-            "primary_key": list(self.primary_key),
-            "num_buckets": self.num_buckets,
-            "indexes": [ix.to_json() for ix in self.indexes],
-            "options": dict(self.options),
-        }
+        """The JSON form (spec: "Table schema"): the engine's, without the table name,
+        with ``indexes``. O(#columns)."""
+        out = self._table.to_json()
+        del out["name"]
+        out["indexes"] = [ix.to_json() for ix in self.indexes]
+        return out
 
     @classmethod
     def from_json(cls, obj: Any) -> "TableSpec":
@@ -301,15 +282,10 @@ class TableSpec:
         Raises:
             WireError: UNKNOWN_COLUMN.
         """
+        t = self._table
         if columns is None:
-            return [(f.name, type_string(f.type)) for f in self.schema]
-        out = []
-        for c in columns:
-            if c == ROWID and not self.primary_key:
-                out.append((c, "int64"))
-                continue
-            i = self.schema.get_field_index(c)
-            if i < 0:
-                raise WireError(ErrorCode.UNKNOWN_COLUMN, f"no column {c!r}", {"column": c})
-            out.append((c, type_string(self.schema.field(i).type)))
-        return out
+            return [(n, t.type_names[i]) for i, n in enumerate(self.schema.names)]
+        try:
+            return [(c, t.type_names[t.column_index(c)]) for c in columns]
+        except SparkExtError as e:
+            raise WireError.from_exception(e) from None

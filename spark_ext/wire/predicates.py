@@ -1,8 +1,9 @@
 """Structural checks of predicate and aggregate JSON (spec: "Predicates", "SCAN").
 
 Only the *shape* is checked here: operators, arity, column names being strings,
-literals being JSON scalars. Binding columns to a table and coercing literals is the
-engine's job (``spark_ext.store.predicate``), which has the schema.
+literals being JSON scalars, depth and size limits. Parsing, binding columns to a table
+and coercing literals is the engine's job (``spark_ext.store.predicate.from_obj`` and
+``bind``), which has the schema; the store server uses the engine's parser directly.
 
 Predicate forms::
 
@@ -16,10 +17,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from spark_ext.store import predicate as _engine
 from spark_ext.wire.errors import WireError
 from spark_ext.wire.kinds import ErrorCode
 
-COMPARISONS = frozenset({"=", "<>", "<", "<=", ">", ">="})
+#: The comparison operators are the engine's (``spark_ext.store.predicate``).
+COMPARISONS = frozenset(_engine.COMPARISONS)
 LOGICAL = frozenset({"and", "or"})
 OPERATORS = COMPARISONS | LOGICAL | {"not", "in", "is_null", "is_not_null", "starts_with"}
 AGGREGATES = frozenset({"count_star", "count", "sum", "min", "max"})

@@ -36,17 +36,11 @@ from typing import Any, Callable, Iterable, Sequence, Union
 import numpy as np
 import pyarrow as pa
 
+from spark_ext.store.types import EPOCH_NAIVE, EPOCH_ORDINAL, EPOCH_UTC, ONE_MICRO
 from spark_ext.wire.errors import WireError
 from spark_ext.wire.kinds import ErrorCode
-from spark_ext.wire.types import canonical, decimal_params
-from spark_ext.wire.values import (
-    EPOCH_NAIVE,
-    EPOCH_ORDINAL,
-    EPOCH_UTC,
-    ONE_MICRO,
-    decimal_to_unscaled,
-    unscaled_to_decimal,
-)
+from spark_ext.wire.types import FLOAT_TYPES, INTEGER_TYPES, canonical, decimal_params
+from spark_ext.wire.values import decimal_to_unscaled, unscaled_to_decimal
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +76,7 @@ class _Bad(Exception):
 
 def _raw_converter(name: str) -> Raw:
     """Checks a Python value and returns what the column's struct code packs."""
-    if name in ("int8", "int16", "int32", "int64"):
+    if name in INTEGER_TYPES:
 
         def raw_int(v: Any) -> Any:
             if type(v) is int:
@@ -92,7 +86,7 @@ def _raw_converter(name: str) -> Raw:
             raise _Bad(ErrorCode.TYPE_MISMATCH, f"is not a {name}")
 
         return raw_int
-    if name in ("float32", "float64"):
+    if name in FLOAT_TYPES:
 
         def raw_float(v: Any) -> Any:
             if type(v) is float:
@@ -175,7 +169,7 @@ def _raw_converter(name: str) -> Raw:
 
 def _post_converter(name: str) -> Post | None:
     """Turns an unpacked value into the Python value; None when it already is one."""
-    if name in ("int8", "int16", "int32", "int64", "float32", "float64"):
+    if name in INTEGER_TYPES or name in FLOAT_TYPES:
         return None
     if name == "bool":
 

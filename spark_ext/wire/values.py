@@ -5,9 +5,11 @@ Python value forms (what the codecs accept and return; they match the engine's):
 ``datetime.date``, ``datetime.datetime`` (aware, UTC, for ``timestamp_tz``; naive for
 ``timestamp_ntz``).
 
-Integer wire forms (compact rows and the key hash): dates are days since 1970-01-01,
-timestamps microseconds since 1970-01-01T00:00:00 (UTC for ``timestamp_tz``, the wall
-clock for ``timestamp_ntz``), decimals their unscaled integer at the column's scale.
+Integer wire forms (compact rows; the key hash takes the same): dates are days since
+1970-01-01, timestamps microseconds since 1970-01-01T00:00:00 (UTC for
+``timestamp_tz``, the wall clock for ``timestamp_ntz``), decimals their unscaled integer
+at the column's scale. The epochs and integer ranges are the engine's
+(``spark_ext.store.types``).
 
 JSON literal forms (spec: "JSON literals"): integers and floats as JSON numbers (floats
 may also be ``"NaN"``, ``"Infinity"``, ``"-Infinity"``), booleans as ``true``/``false``,
@@ -27,26 +29,15 @@ from typing import Any, Final
 import numpy as np
 import pyarrow as pa
 
+from spark_ext.store.types import _INT_RANGES as INT_RANGES
+from spark_ext.store.types import EPOCH_NAIVE, EPOCH_ORDINAL, EPOCH_UTC, ONE_MICRO
 from spark_ext.wire.errors import WireError
 from spark_ext.wire.kinds import ErrorCode
-from spark_ext.wire.types import canonical, decimal_params
-
-UTC: Final = _dt.timezone.utc
-EPOCH_UTC: Final = _dt.datetime(1970, 1, 1, tzinfo=UTC)
-EPOCH_NAIVE: Final = _dt.datetime(1970, 1, 1)
-EPOCH_ORDINAL: Final = _dt.date(1970, 1, 1).toordinal()
-ONE_MICRO: Final = _dt.timedelta(microseconds=1)
+from spark_ext.wire.types import FLOAT_TYPES, canonical, decimal_params
 
 #: Enough digits for any decimal(38, s) arithmetic to be exact (the default context
 #: rounds at 28 digits, which would silently corrupt wide decimals).
 DECIMAL_CONTEXT: Final = decimal.Context(prec=80, Emax=999999, Emin=-999999)
-
-INT_RANGES: Final[dict[str, tuple[int, int]]] = {
-    "int8": (-(1 << 7), (1 << 7) - 1),
-    "int16": (-(1 << 15), (1 << 15) - 1),
-    "int32": (-(1 << 31), (1 << 31) - 1),
-    "int64": (-(1 << 63), (1 << 63) - 1),
-}
 
 
 def _mismatch(value: Any, expected: str) -> WireError:
@@ -181,7 +172,8 @@ def _fail(v: Any, expected: str) -> WireError:
 def from_json(type_: str | pa.DataType, v: Any) -> Any:
     """The Python value of a JSON literal for a column type (strict). O(len(v)).
 
-    Used for values that will be *stored* (UPDATE_WHERE ``set``) and for index keys;
+    Used for values that will be *stored* (``values`` of UPDATE, UPDATE_WHERE and
+    staged updates) and for ``key``/``keys``;
     predicate literals are compared, not stored, and may be looser (spec: "Predicates").
 
     Raises:
@@ -198,7 +190,7 @@ def from_json(type_: str | pa.DataType, v: Any) -> Any:
         if not lo <= v <= hi:
             raise _range(v, name)
         return v
-    if name in ("float32", "float64"):
+    if name in FLOAT_TYPES:
         if isinstance(v, str):
             special = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
             if v in special:
@@ -261,7 +253,7 @@ def to_json(type_: str | pa.DataType, v: Any) -> Any:
         if not lo <= int(v) <= hi:
             raise _range(v, name)
         return int(v)
-    if name in ("float32", "float64"):
+    if name in FLOAT_TYPES:
         if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
             raise _mismatch(v, name)
         f = float(v)
@@ -293,47 +285,3 @@ def to_json(type_: str | pa.DataType, v: Any) -> Any:
     p, s = decimal_params(name)
     u = decimal_to_unscaled(v, p, s)
     return str(unscaled_to_decimal(u, s))
-
-
-def key_int(name: str, v: Any) -> int | bytes | str:
-    """The value the key hash takes for a Python key value of canonical type ``name``.
-
-    Integers as themselves, bool as 0/1, dates as days, timestamps as microseconds,
-    decimals as 16 little-endian bytes of the unscaled value, strings and binary as is
-    (see ``spark_ext.store.keyhash``). O(len(v)).
-
-    Raises:
-        WireError: TYPE_MISMATCH / VALUE_OUT_OF_RANGE; BAD_ARGUMENT for float types,
-            which cannot be key columns.
-    """
-    if name in INT_RANGES:
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-            raise _mismatch(v, name)
-        lo, hi = INT_RANGES[name]
-        if not lo <= int(v) <= hi:
-            raise _range(v, name)
-        return int(v)
-    if name == "bool":
-        if not isinstance(v, (bool, np.bool_)):
-            raise _mismatch(v, name)
-        return 1 if v else 0
-    if name == "date":
-        if not isinstance(v, _dt.date) or isinstance(v, _dt.datetime):
-            raise _mismatch(v, name)
-        return date_to_days(v)
-    if name in ("timestamp_tz", "timestamp_ntz"):
-        if not isinstance(v, _dt.datetime):
-            raise _mismatch(v, name)
-        return datetime_to_micros(v, name == "timestamp_tz")
-    if name == "string":
-        if not isinstance(v, str):
-            raise _mismatch(v, name)
-        return v
-    if name == "binary":
-        if not isinstance(v, (bytes, bytearray, memoryview)):
-            raise _mismatch(v, name)
-        return bytes(v)
-    if name.startswith("decimal("):
-        p, s = decimal_params(name)
-        return decimal_to_unscaled(v, p, s).to_bytes(16, "little", signed=True)
-    raise WireError(ErrorCode.BAD_ARGUMENT, f"a {name} column cannot be a key column")

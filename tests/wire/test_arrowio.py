@@ -72,7 +72,8 @@ def test_unsupported_arrow_types(t: pa.DataType) -> None:
 
 
 def test_type_names_agree_with_engine() -> None:
-    # The engine keeps its own copy of the names (spark_ext.store.types); they must not drift.
+    # The wire delegates to the engine's names (spark_ext.store.types); its wrappers must
+    # give the same answers.
     store_types = pytest.importorskip("spark_ext.store.types")
     for name in list(CANONICAL_SIMPLE) + list(ALIASES) + ["decimal(38,10)", "decimal(1,0)"]:
         assert store_types.arrow_type(name) == parse_type(name), name
@@ -166,6 +167,17 @@ def test_schema_json_round_trip() -> None:
     assert spec.key_types == ("string", "int64")
     assert spec.schema.field("amount").type == pa.decimal128(38, 10)
     assert spec.codec_fields(["id", "at"]) == [("id", "int64"), ("at", "timestamp_tz")]
+
+
+def test_schema_json_is_the_engines() -> None:
+    # CREATE_TABLE's `table` minus `indexes` is the engine's TableSchema JSON (the
+    # catalog's `spec` without its name).
+    from spark_ext.store.schema import TableSchema
+
+    spec = TableSpec.from_json(SCHEMA_JSON)
+    engine = TableSchema.from_json({**SCHEMA_JSON, "name": "ns.t"})
+    assert {**spec.to_json(), "name": "ns.t"} == {**engine.to_json(), "indexes": SCHEMA_JSON["indexes"]}
+    assert spec.key_types == tuple(engine.key_type_names)
 
 
 def test_schema_json_normalizes() -> None:

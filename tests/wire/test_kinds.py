@@ -41,6 +41,64 @@ def test_spec_lists_exactly_the_kinds() -> None:
     assert {k: v for k, v in table.items() if k in Kind.__members__} == {k.name: int(k) for k in Kind}
 
 
+def _served_by() -> dict[str, str]:
+    """Kind name -> the "served by" column of the spec's kinds table."""
+    text = SPEC.read_text(encoding="utf-8")
+    start = text.index("<!-- kinds-table -->")
+    out: dict[str, str] = {}
+    for m in re.finditer(r"^\|\s*0x[0-9A-Fa-f]{4}\s*\|\s*([A-Z_]+)\s*\|([^|]*)\|", text[start:], re.M):
+        out[m.group(1)] = m.group(2).strip()
+    return out
+
+
+def _handled_kinds() -> tuple[set[int], set[int]]:
+    """Kinds a store server and a locator register handlers for (HELLO and AUTH are
+    answered by the connection layer itself)."""
+    from spark_ext.ha.leases import LeaseTable
+    from spark_ext.locator.catalog import Catalog
+    from spark_ext.locator.lease_service import LeaseService
+    from spark_ext.locator.service import LocatorService
+    from spark_ext.server.store_service import StoreService
+    from spark_ext.server.tcp import FrameServer
+    from spark_ext.store import Store
+
+    store, locator = FrameServer(role="server"), FrameServer(role="locator")
+    engine = Store(None)
+    service = StoreService(engine)
+    loc = LocatorService(Catalog(None))
+    loc.lease_service = LeaseService(LeaseTable(None))
+    try:
+        service.register(store)
+        loc.register(locator)
+    finally:
+        service.close()
+        loc.close()
+        engine.close()
+    handshake = {int(Kind.HELLO), int(Kind.AUTH)}
+    return set(store.handlers) | handshake, set(locator.handlers) | handshake
+
+
+@pytest.mark.skipif(not SPEC.exists(), reason="spec not written")
+def test_spec_says_which_kinds_are_served() -> None:
+    # Section 12's "served by": S = store server, L = locator, S<-L = store server (sent
+    # by the locator), any = both, "not implemented" = neither.
+    served = _served_by()
+    assert set(served) == set(Kind.__members__)
+    store, locator = _handled_kinds()
+    for name, where in served.items():
+        k = int(Kind[name])
+        if where.startswith("not implemented"):
+            assert k not in store and k not in locator, f"{name} is served: drop 'not implemented' in the spec"
+        elif where.startswith("any"):
+            assert k in store and k in locator, name
+        elif where.startswith("S"):
+            assert k in store, f"{name}: the spec says a store server serves it"
+        elif where.startswith("L"):
+            assert k in locator, f"{name}: the spec says the locator serves it"
+        else:
+            pytest.fail(f"{name}: unknown 'served by' {where!r}")
+
+
 @pytest.mark.skipif(not SPEC.exists(), reason="spec not written")
 def test_spec_lists_exactly_the_error_codes() -> None:
     table = _spec_table("<!-- errors-table -->")
