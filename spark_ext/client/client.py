@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from spark_ext.client.connection import ConnectionFailedError, ConnectionPool, NotOwnerError
-from spark_ext.exceptions import BadArgumentError, BucketOfflineError, SparkExtError
+from spark_ext.exceptions import BadArgumentError, BucketOfflineError
 from spark_ext.store import predicate as P
 from spark_ext.store.rows import normalize_rows
 from spark_ext.store.schema import TableSchema, batch_buckets
@@ -400,8 +400,18 @@ class StoreClient:
                 except Exception:
                     logger.warning("abort of %s on %s failed; the server's timeout will abort it", txn, sid)
             raise
+        # Decided: every prepared part must commit. A server that fails here keeps its
+        # part in doubt (TXN_STATUS) for recovery; the others must not be left holding
+        # theirs, so go on committing and report the first failure afterwards.
+        failure: BaseException | None = None
         for sid in work:
-            pools[sid].request(Kind.TXN_COMMIT, self._meta({"txn": txn, "parts": [""]}))
+            try:
+                pools[sid].request(Kind.TXN_COMMIT, self._meta({"txn": txn, "parts": [""]}))
+            except Exception as e:
+                logger.warning("commit of %s on %s failed (%s); it stays in doubt there", txn, sid, e)
+                failure = failure or e
+        if failure is not None:
+            raise failure
         return total
 
     def put(self, table: str, rows: Any) -> int:

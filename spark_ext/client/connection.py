@@ -19,7 +19,7 @@ from spark_ext import exceptions as ex
 from spark_ext.wire import auth
 from spark_ext.wire.errors import WireError
 from spark_ext.wire.frames import DEFAULT_MAX_FRAME, Frame, FrameReader, send_frame
-from spark_ext.wire.kinds import ErrorCode, Kind
+from spark_ext.wire.kinds import Kind
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from spark_ext.client.connection import Connection, ConnectionFailedError
+from spark_ext.client.connection import Connection
 from spark_ext.exceptions import SparkExtError
 from spark_ext.wire.kinds import Kind
 

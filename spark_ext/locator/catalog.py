@@ -48,9 +48,32 @@ def check_ident(v: Any, what: str) -> str:
 def check_namespace(ns: Any) -> Namespace:
     if isinstance(ns, str):
         ns = [ns]
-    if not isinstance(ns, (list, tuple)):
-        raise BadArgumentError(f"a namespace is a list of names, got {ns!r}")
+    if not isinstance(ns, (list, tuple)) or not ns:
+        raise BadArgumentError(f"a namespace is a non-empty list of names, got {ns!r}")
     return tuple(check_ident(p, "namespace name") for p in ns)
+
+
+def _check_indexes(table: str, schema: TableSchema, indexes: Any) -> list[dict[str, Any]]:
+    """Index definitions of a new table, checked: unique names, real columns, known kinds."""
+    if not isinstance(indexes, list):
+        raise BadArgumentError(f"table {table!r}: 'indexes' must be a list")
+    out: list[dict[str, Any]] = []
+    for ix in indexes:
+        if not isinstance(ix, dict):
+            raise BadArgumentError(f"table {table!r}: an index must be an object, got {ix!r}")
+        name = check_ident(ix.get("name"), "index name")
+        if any(o["name"] == name for o in out):
+            raise IndexExistsError(f"table {table!r} defines index {name!r} twice", table=table, index=name)
+        cols = ix.get("columns")
+        if not isinstance(cols, list) or not cols:
+            raise BadArgumentError(f"table {table!r}: index {name!r} needs a list of columns", table=table)
+        for c in cols:
+            schema.column_index(c)
+        kind = ix.get("kind", "hash")
+        if kind not in ("hash", "ordered"):
+            raise BadArgumentError(f"table {table!r}: index kind must be 'hash' or 'ordered', got {kind!r}", table=table)
+        out.append({"name": name, "columns": list(cols), "kind": kind})
+    return out
 
 
 class Catalog:
@@ -116,7 +139,8 @@ class Catalog:
                 if if_exists:
                     return []
                 raise NoSuchNamespaceError(f"no namespace {'.'.join(n)!r}", namespace=".".join(n))
-            inside = [k for k, t in self.tables.items() if tuple(t["namespace"]) == n]
+            # Tables of the namespace and of its child namespaces (dropped with them).
+            inside = [k for k, t in self.tables.items() if tuple(t["namespace"])[: len(n)] == n]
             children = [m for m in self.namespaces if len(m) > len(n) and m[: len(n)] == n]
             if (inside or children) and not cascade:
                 raise NamespaceNotEmptyError(
@@ -167,7 +191,7 @@ class Catalog:
         nm = check_ident(name, "table name")
         key = full_name(n, nm)
         schema = TableSchema.from_json({**spec, "name": key})
-        indexes = list(spec.get("indexes") or [])
+        indexes = _check_indexes(key, schema, spec.get("indexes") or [])
         with self.lock:
             if n not in self.namespaces:
                 raise NoSuchNamespaceError(f"no namespace {'.'.join(n)!r}", namespace=".".join(n))

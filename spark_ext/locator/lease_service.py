@@ -15,7 +15,9 @@ MAX_WAIT_MS = 60_000
 
 
 def _int(m: dict[str, Any], name: str, default: Any = ...) -> Any:
-    v = m.get(name, default)
+    v = m.get(name)
+    if v is None:
+        v = default
     if v is ...:
         raise BadArgumentError(f"request field {name!r} is missing")
     if v is not None and (not isinstance(v, int) or isinstance(v, bool)):

@@ -24,12 +24,13 @@ from spark_ext.server.tcp import FrameServer, Session
 from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store, Table
 from spark_ext.store import predicate as P
-from spark_ext.store.schema import ROWID, TableSchema, batch_buckets
+from spark_ext.store.schema import TableSchema, batch_buckets
 from spark_ext.wire import values
 from spark_ext.wire.arrowio import read_ipc_stream, write_ipc_stream
 from spark_ext.wire.errors import WireError
 from spark_ext.wire.frames import Flags, Frame
 from spark_ext.wire.kinds import ErrorCode, Kind
+from spark_ext.wire.predicates import validate_predicate
 from spark_ext.wire.rowcodec import decode_rows, encode_rows
 
 logger = logging.getLogger(__name__)
@@ -45,6 +46,16 @@ def _field(meta: dict[str, Any], name: str, typ: type | tuple[type, ...], defaul
     if v is not None and not isinstance(v, typ):
         raise BadArgumentError(f"request field {name!r} has the wrong type: {type(v).__name__}")
     return v
+
+
+def _index_list(raw: list[Any]) -> list[dict[str, Any]]:
+    """Index definitions of a control request, checked: ``[{name, columns, kind?}]``."""
+    for ix in raw:
+        cols = ix.get("columns") if isinstance(ix, dict) else None
+        if (not isinstance(ix, dict) or not isinstance(ix.get("name"), str) or not isinstance(cols, list) or not cols
+                or not all(isinstance(c, str) for c in cols) or ix.get("kind", "hash") not in ("hash", "ordered")):
+            raise BadArgumentError(f"an index definition is {{name, columns: [str], kind: hash|ordered}}, got {ix!r}")
+    return raw
 
 
 class StoreService:
@@ -107,7 +118,7 @@ class StoreService:
         m = f.metadata
         spec = _field(m, "table", dict)
         buckets = _field(m, "buckets", list, None)
-        t = self.host_table(spec, buckets, _field(m, "indexes", list, []))
+        t = self.host_table(spec, buckets, _index_list(_field(m, "indexes", list, [])))
         return Frame(f.kind, f.request_id, {"table": t.name, "rows": t.count()})
 
     def close_buckets(self, f: Frame, s: Session) -> Frame:
@@ -122,7 +133,7 @@ class StoreService:
         """Bring indexes in line with the catalog's definition."""
         m = f.metadata
         t = self._table(m)
-        wanted = {ix["name"]: ix for ix in _field(m, "indexes", list, [])}
+        wanted = {ix["name"]: ix for ix in _index_list(_field(m, "indexes", list, []))}
         for name in list(t.index_defs):
             if name not in wanted:
                 t.drop_index(name)
@@ -200,7 +211,20 @@ class StoreService:
 
     def _where(self, m: dict[str, Any]) -> Any:
         w = m.get("where")
-        return None if w is None else P.from_obj(w)
+        if w is None:
+            return None
+        validate_predicate(w)  # bounded depth and size before any recursion
+        return P.from_obj(w)
+
+    def _check_key_changes(self, t: Table, values_: dict[str, Any]) -> None:
+        """A key change may move a row to another server's bucket: refuse it on a table
+        spread over servers (the client deletes and inserts instead)."""
+        if self.owned.get(t.name) is not None and any(c in t.schema.key_columns for c in values_):
+            raise BadArgumentError(
+                f"table {t.name!r} is spread over several servers: change key columns with a "
+                "delete and an insert (or 'replace' routed by the new key), not with UPDATE",
+                table=t.name,
+            )
 
     def _fenced(self, m: dict[str, Any]) -> None:
         if self.fence is not None:
@@ -234,7 +258,13 @@ class StoreService:
         owned = self.owned.get(t.name)
         if req is None:
             return None if owned is None else sorted(owned)
-        bs = [int(b) for b in req]
+        nb = t.schema.num_buckets
+        bs = []
+        for b in req:
+            if not isinstance(b, int) or isinstance(b, bool) or not 0 <= b < nb:
+                raise BadArgumentError(
+                    f"table {t.name!r}: 'buckets' must list bucket numbers in 0..{nb - 1}, got {b!r}", table=t.name)
+            bs.append(b)
         self._check_owned(t, bs)
         return bs
 
@@ -274,7 +304,9 @@ class StoreService:
         self._fenced(f.metadata)
         t = self._table(f.metadata)
         keys = self._keys(t, f.metadata.get("keys"))
-        return Frame(f.kind, f.request_id, {"count": t.update_many(keys, self._set_values(t, f.metadata.get("values")))})
+        vals = self._set_values(t, f.metadata.get("values"))
+        self._check_key_changes(t, vals)
+        return Frame(f.kind, f.request_id, {"count": t.update_many(keys, vals)})
 
     def delete(self, f: Frame, s: Session) -> Frame:
         self._fenced(f.metadata)
@@ -284,7 +316,9 @@ class StoreService:
     def update_where(self, f: Frame, s: Session) -> Frame:
         self._fenced(f.metadata)
         t = self._table(f.metadata)
-        n = t.update_where(self._where(f.metadata), self._set_values(t, f.metadata.get("values")))
+        vals = self._set_values(t, f.metadata.get("values"))
+        self._check_key_changes(t, vals)
+        n = t.update_where(self._where(f.metadata), vals)
         return Frame(f.kind, f.request_id, {"count": n})
 
     def delete_where(self, f: Frame, s: Session) -> Frame:
@@ -315,7 +349,9 @@ class StoreService:
             n = rows.num_rows if isinstance(rows, pa.Table) else len(rows)
         elif op == "update":
             keys = self._keys(t, m.get("keys"))
-            change, n = (keys, self._set_values(t, m.get("values"))), len(keys)
+            vals = self._set_values(t, m.get("values"))
+            self._check_key_changes(t, vals)
+            change, n = (keys, vals), len(keys)
         elif op == "delete":
             keys = self._keys(t, m.get("keys"))
             change, n = (keys,), len(keys)
@@ -323,12 +359,22 @@ class StoreService:
             keys = self._keys(t, m.get("keys"))
             rows = self._rows(t, f)
             if not isinstance(rows, list):
-                rows = [tuple(r.values()) for r in rows.to_pylist()]
+                rows = rows.to_pylist()  # dicts: columns are matched by name
             if len(rows) != len(keys):
                 raise BadArgumentError(f"table {t.name!r}: replace needs as many rows as keys", table=t.name)
+            if self.owned.get(t.name) is not None and not t.schema.hidden_rowid:
+                sch = t.schema
+                new_keys = []
+                for r in rows:
+                    vals = sch.dict_to_values(r) if isinstance(r, dict) else list(r)
+                    kv = [vals[i] for i in sch.key_positions]
+                    new_keys.append(sch.coerce_key(kv[0] if len(kv) == 1 else tuple(kv)))
+                self._check_owned(t, (sch.bucket_of_key(k) for k in new_keys))
             change, n = (list(zip(keys, rows)),), len(keys)
         elif op == "update_where":
-            change, n = (self._where(m), self._set_values(t, m.get("values"))), 0
+            vals = self._set_values(t, m.get("values"))
+            self._check_key_changes(t, vals)
+            change, n = (self._where(m), vals), 0
         elif op == "delete_where":
             change, n = (self._where(m),), 0
         elif op == "truncate":
@@ -351,7 +397,7 @@ class StoreService:
         m = f.metadata
         self._fenced(m)
         txn_id = self._txn_id(m)
-        if "parts" in m:
+        if m.get("parts") is not None:
             parts = _field(m, "parts", list)
             return Frame(f.kind, f.request_id, {"state": self.txns.prepare_all(txn_id, [str(p) for p in parts])})
         n = self.txns.prepare_part(txn_id, _field(m, "part", str, ""), self._apply)

@@ -21,7 +21,6 @@ import socket
 import threading
 from typing import Any, Callable, Iterable, Iterator, Union
 
-from spark_ext import exceptions as ex
 from spark_ext.wire import auth
 from spark_ext.wire.errors import FrameError, WireError
 from spark_ext.wire.frames import DEFAULT_MAX_FRAME, Flags, Frame, FrameReader, error_frame, send_frame
@@ -34,25 +33,14 @@ Handler = Callable[[Frame, "Session"], Reply]
 
 SERVER_NAME = "spark-ext/0.1"
 
+#: Frame cap before a peer has authenticated (HELLO and AUTH are tiny): a header alone
+#: must not make the server set aside the full cap for a peer it does not know yet.
+HANDSHAKE_MAX_FRAME = 64 * 1024
+
 
 def to_wire_error(e: BaseException) -> WireError:
     """The protocol error for an exception raised while serving a request."""
-    if isinstance(e, WireError):
-        return e
-    if isinstance(e, ex.SparkExtError):
-        try:
-            code = ErrorCode[e.code]
-        except KeyError:
-            code = ErrorCode.INTERNAL
-        return WireError(code, e.message, _jsonable(e.details))
-    return WireError(ErrorCode.INTERNAL, f"internal error: {type(e).__name__}: {e}")
-
-
-def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        out[k] = v if isinstance(v, (str, int, float, bool)) or v is None else str(v)
-    return out
+    return WireError.from_exception(e)
 
 
 class Session:
@@ -75,6 +63,8 @@ class FrameServer:
             challenge before any other request.
         role: ``server``, ``locator`` or ``embedded`` (told to clients in HELLO).
         max_frame: frame size cap.
+        handshake_timeout_s: with a secret, a connection that has not authenticated
+            within this many seconds is closed (it cannot hold a thread forever).
         extra_hello: fields added to the HELLO reply (e.g. the server id).
     """
 
@@ -87,6 +77,7 @@ class FrameServer:
         role: str = "server",
         max_frame: int = DEFAULT_MAX_FRAME,
         extra_hello: dict[str, Any] | None = None,
+        handshake_timeout_s: float = 10.0,
     ) -> None:
         self.host = host
         self.port = port
@@ -94,6 +85,7 @@ class FrameServer:
         self.role = role
         self.max_frame = max_frame
         self.extra_hello = dict(extra_hello or {})
+        self.handshake_timeout_s = handshake_timeout_s
         self.handlers: dict[int, Handler] = {int(Kind.PING): self._ping}
         self._sock: socket.socket | None = None
         self._accept_thread: threading.Thread | None = None
@@ -156,14 +148,18 @@ class FrameServer:
 
     def _serve(self, conn: socket.socket, peer: Any) -> None:
         session = Session(conn, peer)
-        reader = FrameReader(conn, max_frame=self.max_frame)
+        reader = FrameReader(conn, max_frame=self.max_frame if self.secret is None
+                             else min(self.max_frame, HANDSHAKE_MAX_FRAME))
         server_nonce: bytes | None = None
+        if self.secret is not None:
+            conn.settimeout(self.handshake_timeout_s)  # lifted once authenticated
         try:
             while not self._stopping.is_set():
                 try:
                     frame = reader.read_frame()
                 except FrameError as e:
-                    self._send_error(conn, 0, 0, e)
+                    # Addressed to the offending request when its header could be parsed.
+                    self._send_error(conn, e.kind, e.request_id, e)
                     return
                 if frame is None:
                     return
@@ -194,6 +190,8 @@ class FrameServer:
                         return
                     server_nonce = None
                     session.authenticated = True
+                    conn.settimeout(None)
+                    reader.max_frame = self.max_frame
                     send_frame(conn, Frame(kind, frame.request_id, reply))
                     continue
                 if self.secret is not None and not session.authenticated:

@@ -82,7 +82,9 @@ class TxnManager:
                     raise TransactionStateError(f"transaction {txn_id} is already {self._decided[txn_id]}", txn=txn_id)
                 if not create:
                     raise NoSuchTransactionError(f"no transaction {txn_id!r} on this server", txn=txn_id)
-                t = self._txns[txn_id] = ServerTxn(txn_id, self.store.begin())
+                # The change set carries the protocol id: its PREPARE log record is
+                # found by that id after a restart (in doubt), so it can be decided.
+                t = self._txns[txn_id] = ServerTxn(txn_id, self.store.begin(txn_id))
             t.last_seen = time.monotonic()
             return t
 

@@ -25,7 +25,7 @@ from spark_ext.store import predicate as P
 from spark_ext.store.bucket import Bucket
 from spark_ext.store.index import KINDS, make_index
 from spark_ext.store.scan import Scan
-from spark_ext.store.schema import ROWID, TableSchema, batch_buckets, batch_key_array, batch_keys
+from spark_ext.store.schema import TableSchema, batch_buckets, batch_key_array, batch_keys
 
 if TYPE_CHECKING:
     from spark_ext.store.store import Store

@@ -32,7 +32,7 @@ from spark_ext.exceptions import (
 from spark_ext.store import predicate as P
 from spark_ext.store.rowdecode import row_decoder
 from spark_ext.store.rows import normalize_rows
-from spark_ext.store.schema import ROWID, batch_buckets, batch_key_array, batch_keys, rows_to_batch
+from spark_ext.store.schema import ROWID, batch_keys, rows_to_batch
 
 if TYPE_CHECKING:
     from spark_ext.store.store import Store
