@@ -198,6 +198,25 @@ def _maybe_secret() -> bytes | None:
     return p.read_bytes().strip() if p.exists() else None
 
 
+# --- `spark-ext shell` (owned by the PySpark face, spark_ext/spark/shell.py) -------------
+
+
+def add_shell_command(sub: Any) -> None:
+    """``spark-ext shell``: interactive PySpark with the extension switched on."""
+    from spark_ext.spark import shell
+
+    shell.add_arguments(sub.add_parser("shell", help="interactive PySpark session with spark-ext configured"))
+
+
+def run_shell(args: argparse.Namespace) -> int:
+    from spark_ext.spark import shell
+
+    return shell.run(args)
+
+
+# --- end of `spark-ext shell` --------------------------------------------------------
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spark-ext", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -243,11 +262,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("status", help="servers, tables, buckets, rows and memory of a cluster")
     sp.add_argument("--locator", type=_addr, help="HOST:PORT (default: the embedded server)")
     sp.add_argument("--secret-file")
+    add_shell_command(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.cmd == "shell":
+        return run_shell(args)
     if args.cmd == "status":
         return _status(args)
     if args.cmd == "ha":

@@ -18,6 +18,7 @@ from spark_ext.client.connection import ConnectionPool
 from spark_ext.exceptions import BadArgumentError, SparkExtError
 from spark_ext.locator.catalog import Catalog, check_ident, check_namespace, full_name
 from spark_ext.server.tcp import FrameServer, Session
+from spark_ext.store.schema import MAX_BUCKETS
 from spark_ext.wire.frames import Frame
 from spark_ext.wire.kinds import Kind
 
@@ -258,7 +259,10 @@ class LocatorService:
         live = self._live_ids()
         if not live:
             raise SparkExtError("no store server is up to host the table's buckets")
-        nb = int(spec.get("num_buckets", 8))
+        nb = spec.get("num_buckets", 8)
+        if not isinstance(nb, int) or isinstance(nb, bool) or not 1 <= nb <= MAX_BUCKETS:
+            # Checked before the placement list is built from it.
+            raise BadArgumentError(f"num_buckets must be an integer in 1..{MAX_BUCKETS}, got {nb!r}")
         placement = [live[b % len(live)] for b in range(nb)]
         entry, created = self.catalog.create_table(
             m.get("namespace"), m.get("name"), spec, placement, bool(m.get("if_not_exists", False))
