@@ -666,8 +666,6 @@ def test_fuzzed_requests(target: Target, seed: int) -> None:
     assert_intact(target)
 
 
-@pytest.mark.xfail(strict=True, reason="store bug (not fixed here): TableSchema.from_json lets ValueError and "
-                   "AttributeError escape for bad 'options', 'num_buckets' and field types, answered INTERNAL")
 @pytest.mark.parametrize("spec", [
     {"fields": [{"name": "id", "type": "int64"}], "options": "ab"},
     {"fields": [{"name": "id", "type": 5}]},

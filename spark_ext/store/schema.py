@@ -339,19 +339,28 @@ class TableSchema:
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> "TableSchema":
         """Inverse of :meth:`to_json`."""
+        if not isinstance(obj, dict) or not isinstance(obj.get("fields"), list):
+            raise SchemaError("malformed table definition: need an object with a list of 'fields'")
+        nb = obj.get("num_buckets", 8)
+        if not isinstance(nb, int) or isinstance(nb, bool):
+            raise SchemaError(f"malformed table definition: num_buckets must be an integer, got {nb!r}")
+        opts = obj.get("options") or {}
+        if not isinstance(opts, dict):
+            raise SchemaError(f"malformed table definition: options must be an object, got {opts!r}")
+        pk = obj.get("primary_key") or []
+        if not isinstance(pk, list):
+            raise SchemaError(f"malformed table definition: primary_key must be a list, got {pk!r}")
         try:
-            fields = [
-                pa.field(f["name"], types.arrow_type(f["type"]), nullable=bool(f.get("nullable", True)))
-                for f in obj["fields"]
-            ]
-            return cls(
-                name=obj["name"],
-                arrow_schema=pa.schema(fields),
-                primary_key=list(obj.get("primary_key") or []),
-                num_buckets=int(obj.get("num_buckets", 8)),
-                options=dict(obj.get("options") or {}),
-            )
-        except (KeyError, TypeError) as e:
+            fields = []
+            for f in obj["fields"]:
+                if not isinstance(f, dict) or not isinstance(f.get("name"), str) or not isinstance(f.get("type"), str):
+                    raise SchemaError(f"malformed table definition: a field needs a string name and type, got {f!r}")
+                fields.append(pa.field(f["name"], types.arrow_type(f["type"]), nullable=bool(f.get("nullable", True))))
+            return cls(name=obj["name"], arrow_schema=pa.schema(fields), primary_key=list(pk),
+                       num_buckets=nb, options=dict(opts))
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, SchemaError):
+                raise
             raise SchemaError(f"malformed table definition: missing or bad {e}") from None
 
 

@@ -260,6 +260,13 @@ class Store:
             with self._commit_lock:
                 self._prepare_lsns[cs.id] = self._log(("prepare", cs.id, changes))
 
+    def _forget(self, cs: ChangeSet) -> None:
+        """Drop a finished change set from the registry of named ones (its id is free)."""
+        if self._txns.get(cs.id) is cs:
+            del self._txns[cs.id]
+        if self._in_doubt.get(cs.id) is cs:
+            del self._in_doubt[cs.id]
+
     def _log_abort(self, cs: ChangeSet) -> None:
         if cs.id in self._prepare_lsns:
             with self._commit_lock:

@@ -575,6 +575,7 @@ class ChangeSet:
             self._release()
             self.pending.clear()
             self.state = ABORTED
+            self.store._forget(self)
 
     def _release(self) -> None:
         if not self._register:
