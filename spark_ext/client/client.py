@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 
 from spark_ext.client.connection import ConnectionFailedError, ConnectionPool, NotOwnerError
-from spark_ext.exceptions import BadArgumentError, BucketOfflineError
+from spark_ext.exceptions import BadArgumentError, BucketOfflineError, ConflictError
 from spark_ext.store import predicate as P
 from spark_ext.store.rows import normalize_rows
 from spark_ext.store.schema import TableSchema, batch_buckets
@@ -113,16 +113,22 @@ class StoreClient:
             m["fence"] = self.fence
         return m
 
-    def _retry(self, table: str | None, fn: Callable[[], T]) -> T:
+    def _retry(self, table: str | None, fn: Callable[[], T], idempotent: bool = True) -> T:
+        """Run ``fn`` again after a transient failure that proves nothing was applied
+        (a lock conflict; for idempotent calls also a broken connection or stale
+        placement). Backoff doubles from 50 ms; at most :data:`RETRIES` attempts."""
+        transient: tuple[type[BaseException], ...] = (ConflictError,)
+        if idempotent:
+            transient += (ConnectionFailedError, NotOwnerError, BucketOfflineError)
         for attempt in range(RETRIES):
             try:
                 return fn()
-            except (ConnectionFailedError, NotOwnerError, BucketOfflineError) as e:
+            except transient as e:
                 if attempt == RETRIES - 1:
                     raise
                 logger.info("retrying after %s", e)
                 time.sleep(0.05 * (2 ** attempt))
-                if table is not None:
+                if table is not None and not isinstance(e, ConflictError):
                     self._tables.pop(table, None)
         raise AssertionError("unreachable")
 
@@ -420,7 +426,7 @@ class StoreClient:
 
     def insert(self, table: str, rows: Any) -> int:
         """Insert rows; an existing key fails the whole call and nothing is written."""
-        return self._write_rows(table, rows, Kind.INSERT, "insert")
+        return self._retry(table, lambda: self._write_rows(table, rows, Kind.INSERT, "insert"), idempotent=False)
 
     def _keyed(self, table: str, keys: Sequence[Any], kind: Kind, op: str, extra: dict[str, Any]) -> int:
         info = self.table(table)
