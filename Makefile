@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 
 export SPARK_LOCAL_IP ?= 127.0.0.1
 
-.PHONY: all venv test unit integration demo bench bench-engine typecheck clean jar publish-local
+.PHONY: all venv test unit integration demo bench bench-engine bench-server typecheck clean jar publish-local
 
 all: venv
 
@@ -43,7 +43,12 @@ demo: venv jar
 bench-engine: venv
 	$(PY) -m bench.engine_bench
 
-bench: bench-engine
+bench-server: venv
+	@command -v redis-server >/dev/null 2>&1 || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	 $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
+	$(PY) -m bench.server_bench
+
+bench: bench-engine bench-server
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache

@@ -13,6 +13,7 @@ insert would fail on its own first attempt's rows).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -32,7 +33,7 @@ from spark_ext.wire import values
 from spark_ext.wire.arrowio import read_ipc_batches, write_ipc_stream
 from spark_ext.wire.frames import Flags
 from spark_ext.wire.kinds import Kind
-from spark_ext.wire.rowcodec import decode_rows, encode_rows
+from spark_ext.wire.rowcodec import RowCodec
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -64,6 +65,11 @@ class TableInfo:
     def full_name(self) -> str:
         return self.schema.name
 
+    @functools.cached_property
+    def codec(self) -> RowCodec:
+        """Compact-row codec of the user columns (built once: it is on every point call)."""
+        return RowCodec(self.schema.arrow_schema)
+
 
 class StoreClient:
     """A client of one spark-ext cluster (or the embedded server).
@@ -81,6 +87,7 @@ class StoreClient:
         self._locator = ConnectionPool(locator[0], locator[1], secret, timeout)
         self._pools: dict[tuple[str, int], ConnectionPool] = {}
         self._tables: dict[str, TableInfo] = {}
+        self._given: dict[str, str] = {}  # names as callers spell them -> full names
         self._lock = threading.Lock()
         self.fence: dict[str, Any] | None = None  # {"group", "token"}: set by driver HA
 
@@ -129,7 +136,7 @@ class StoreClient:
                 logger.info("retrying after %s", e)
                 time.sleep(0.05 * (2 ** attempt))
                 if table is not None and not isinstance(e, ConflictError):
-                    self._tables.pop(table, None)
+                    self._tables.pop(self._given.get(table, table), None)  # re-read placement
         raise AssertionError("unreachable")
 
     # --- catalog ------------------------------------------------------------------------
@@ -185,8 +192,14 @@ class StoreClient:
 
     def table(self, name: str, refresh: bool = False) -> TableInfo:
         """The table's definition and placement (cached; ``refresh`` re-reads it)."""
+        if not refresh:
+            hit = self._tables.get(self._given.get(name, name)) if isinstance(name, str) else None
+            if hit is not None:
+                return hit
         ns, nm = split_name(name)
         key = ".".join([*ns, nm])
+        if isinstance(name, str):
+            self._given[name] = key
         info = None if refresh else self._tables.get(key)
         if info is None:
             info = self._remember(self._locator.request(Kind.GET_TABLE, {"namespace": ns, "name": nm}).metadata)
@@ -249,12 +262,16 @@ class StoreClient:
 
     def get(self, table: str, key: Any) -> tuple[Any, ...] | None:
         """The row with this key, or None. One round trip to the owning server."""
-        def go() -> tuple[Any, ...] | None:
-            info = self.table(table)
-            (k,), (kj,) = self._keys_json(info, [key])
-            r = self._server_pool(info, info.schema.bucket_of_key(k)).request(Kind.GET, {"table": info.full_name, "key": kj})
-            return decode_rows(info.schema.arrow_schema, r.body, presence=True)[0]
-        return self._retry(table, go)
+        try:
+            return self._get_once(table, key)  # the common case: no retry machinery
+        except (ConnectionFailedError, NotOwnerError, BucketOfflineError, ConflictError):
+            return self._retry(table, lambda: self._get_once(table, key))
+
+    def _get_once(self, table: str, key: Any) -> tuple[Any, ...] | None:
+        info = self.table(table)
+        (k,), (kj,) = self._keys_json(info, [key])
+        r = self._server_pool(info, info.schema.bucket_of_key(k)).request(Kind.GET, {"table": info.full_name, "key": kj})
+        return info.codec.decode(r.body, presence=True)[0]
 
     def get_many(self, table: str, keys: Sequence[Any]) -> list[tuple[Any, ...] | None]:
         """Rows for many keys (None where absent), one request per server."""
@@ -265,7 +282,7 @@ class StoreClient:
             for sid, idx in self._by_server(info, [info.schema.bucket_of_key(k) for k in ks]).items():
                 pool = self._server_pool(info, info.schema.bucket_of_key(ks[idx[0]]))
                 r = pool.request(Kind.GET_MANY, {"table": info.full_name, "keys": [kjs[i] for i in idx]})
-                for i, row in zip(idx, decode_rows(info.schema.arrow_schema, r.body, presence=True)):
+                for i, row in zip(idx, info.codec.decode(r.body, presence=True)):
                     out[i] = row
             return out
         return self._retry(table, go)
@@ -367,7 +384,7 @@ class StoreClient:
     def _body(info: TableInfo, rows: Any) -> tuple[Any, int]:
         if isinstance(rows, pa.RecordBatch):
             return write_ipc_stream(rows), int(Flags.HAS_ARROW)
-        return encode_rows(info.schema.arrow_schema, rows), int(Flags.COMPACT_ROWS)
+        return info.codec.encode(rows), int(Flags.COMPACT_ROWS)
 
     def _write_rows(self, table: str, rows: Any, kind: Kind, op: str) -> int:
         info = self.table(table)

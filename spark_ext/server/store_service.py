@@ -31,9 +31,11 @@ from spark_ext.wire.errors import WireError
 from spark_ext.wire.frames import Flags, Frame
 from spark_ext.wire.kinds import ErrorCode, Kind
 from spark_ext.wire.predicates import validate_predicate
-from spark_ext.wire.rowcodec import decode_rows, encode_rows
+from spark_ext.wire.rowcodec import RowCodec
 
 logger = logging.getLogger(__name__)
+
+_COMPACT, _ARROW = int(Flags.COMPACT_ROWS), int(Flags.HAS_ARROW)  # plain ints: IntFlag ops are slow
 
 #: Target size of one streamed scan frame's Arrow payload.
 SCAN_FRAME_BYTES = 4 << 20
@@ -72,6 +74,7 @@ class StoreService:
         self.store = store
         self.server_id = server_id
         self.owned: dict[str, frozenset[int] | None] = {}  # None: every bucket
+        self._codecs: dict[str, tuple[TableSchema, RowCodec]] = {}
         self.txns = TxnManager(store, txn_timeout_s)
         self._stop = threading.Event()
         #: Checks a request's ``fence`` (see spark_ext/server/fencing.py); None: not fenced.
@@ -192,7 +195,7 @@ class StoreService:
     def _rows(self, t: Table, f: Frame) -> Any:
         """Rows of a write request: an Arrow stream or compact rows (user columns)."""
         schema = t.schema
-        if f.flags & Flags.HAS_ARROW:
+        if f.flags & _ARROW:
             data = read_ipc_stream(f.body)
             if self.owned.get(t.name) is not None and data.num_rows:
                 batch = schema.conform_batch(data)
@@ -200,8 +203,8 @@ class StoreService:
                     return data  # row ids are assigned here: every bucket is fine
                 self._check_owned(t, np.unique(batch_buckets(schema, batch)).tolist())
             return data
-        if f.flags & Flags.COMPACT_ROWS:
-            rows = decode_rows(schema.arrow_schema, f.body)
+        if f.flags & _COMPACT:
+            rows = self._codec(t).decode(f.body)
             if self.owned.get(t.name) is not None and not schema.hidden_rowid:
                 self._check_owned(t, (schema.bucket_of_key(schema.coerce_key(
                     tuple(r[i] for i in schema.key_positions) if len(schema.key_positions) > 1 else r[schema.key_positions[0]]))
@@ -232,17 +235,24 @@ class StoreService:
 
     # --- reads --------------------------------------------------------------------------
 
+    def _codec(self, t: Table) -> RowCodec:
+        """The compact-row codec of a table's user columns, built once per schema."""
+        cached = self._codecs.get(t.name)
+        if cached is None or cached[0] is not t.schema:
+            cached = self._codecs[t.name] = (t.schema, RowCodec(t.schema.arrow_schema))
+        return cached[1]
+
     def get(self, f: Frame, s: Session) -> Frame:
         t = self._table(f.metadata)
         (k,) = self._keys(t, [f.metadata.get("key")])
         row = t.get(k)
-        return Frame(f.kind, f.request_id, {}, encode_rows(t.schema.arrow_schema, [row], presence=True), int(Flags.COMPACT_ROWS))
+        return Frame(f.kind, f.request_id, {}, self._codec(t).encode([row], presence=True), _COMPACT)
 
     def get_many(self, f: Frame, s: Session) -> Frame:
         t = self._table(f.metadata)
         keys = self._keys(t, f.metadata.get("keys"))
         rows = t.get_many(keys)
-        return Frame(f.kind, f.request_id, {}, encode_rows(t.schema.arrow_schema, rows, presence=True), int(Flags.COMPACT_ROWS))
+        return Frame(f.kind, f.request_id, {}, self._codec(t).encode(rows, presence=True), _COMPACT)
 
     def count(self, f: Frame, s: Session) -> Frame:
         t = self._table(f.metadata)

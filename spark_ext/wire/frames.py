@@ -55,6 +55,7 @@ class Flags(IntFlag):
     IS_ERROR = 0x08
 
 
+_HAS_ARROW, _COMPACT_ROWS, _MORE, _IS_ERROR = 0x01, 0x02, 0x04, 0x08  # plain ints: IntFlag ops are slow
 KNOWN_FLAGS = int(Flags.HAS_ARROW | Flags.COMPACT_ROWS | Flags.MORE | Flags.IS_ERROR)
 _FORMAT_FLAGS = int(Flags.HAS_ARROW | Flags.COMPACT_ROWS)
 
@@ -77,22 +78,22 @@ class Frame:
     @property
     def is_error(self) -> bool:
         """Whether this is an error frame. O(1)."""
-        return bool(self.flags & Flags.IS_ERROR)
+        return bool(self.flags & _IS_ERROR)
 
     @property
     def more(self) -> bool:
         """Whether more frames of the same response follow. O(1)."""
-        return bool(self.flags & Flags.MORE)
+        return bool(self.flags & _MORE)
 
     @property
     def has_arrow(self) -> bool:
         """Whether the body is an Arrow IPC stream. O(1)."""
-        return bool(self.flags & Flags.HAS_ARROW)
+        return bool(self.flags & _HAS_ARROW)
 
     @property
     def compact_rows(self) -> bool:
         """Whether the body is compact rows. O(1)."""
-        return bool(self.flags & Flags.COMPACT_ROWS)
+        return bool(self.flags & _COMPACT_ROWS)
 
     def error(self) -> WireError | None:
         """The error an error frame carries, else None. O(1)."""
@@ -100,7 +101,7 @@ class Frame:
 
     def raise_for_error(self) -> "Frame":
         """Raise the carried :class:`WireError` if this is an error frame; else self."""
-        if self.flags & Flags.IS_ERROR:
+        if self.flags & _IS_ERROR:
             raise WireError.from_metadata(self.metadata)
         return self
 

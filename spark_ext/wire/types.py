@@ -11,6 +11,7 @@ only).
 
 from __future__ import annotations
 
+import functools
 from typing import Final
 
 import pyarrow as pa
@@ -64,7 +65,13 @@ def canonical(name_or_type: str | pa.DataType) -> str:
     """Canonical type string of a type string or an Arrow type. O(1)."""
     if isinstance(name_or_type, pa.DataType):
         return type_string(name_or_type)
-    return type_string(parse_type(name_or_type))
+    return _canonical_name(name_or_type)
+
+
+@functools.lru_cache(maxsize=1024)
+def _canonical_name(name: str) -> str:
+    # Hot: every key and value literal of every request asks this for its column type.
+    return type_string(parse_type(name))
 
 
 def decimal_params(name: str) -> tuple[int, int]:
