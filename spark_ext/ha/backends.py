@@ -59,7 +59,15 @@ class LocatorLeases:
             r = self.pool.request(Kind.LEASE_ACQUIRE, {"name": name, "holder": holder, "ttl_ms": int(ttl_s * 1000), "wait_ms": slice_ms})
             m = r.metadata
             if m.get("acquired"):
-                return Held(name, holder, int(m["token"]), sent + ttl_s)
+                held = Held(name, holder, int(m["token"]), sent + ttl_s)
+                if time.monotonic() - sent > ttl_s / 10:
+                    # The grant came after a wait: counted from the send it could already be
+                    # over. A renewal sent now starts a fresh TTL that is just as safe.
+                    try:
+                        held = self.renew(held, ttl_s)
+                    except LeaseNotHeldError:
+                        continue  # it lapsed already (we were paused): contend again
+                return held
             if time.monotonic() >= deadline:
                 return None
 
@@ -111,11 +119,12 @@ class ZooKeeperLeases:
         me = node.rsplit("/", 1)[1]
         deadline = time.monotonic() + wait_s
         while True:
+            sent = time.monotonic()  # our session was alive when this read was served
             kids = sorted(k for k in self.zk.get_children(base) if k.startswith("lease-"))
             if me not in kids:
                 raise LeaseNotHeldError(f"lease {name!r}: our ZooKeeper node vanished (session lost)", lease=name)
             if kids[0] == me:
-                return Held(name, holder, int(me.split("-")[1]), time.monotonic() + ttl_s)
+                return Held(name, holder, int(me.split("-")[1]), sent + ttl_s)
             pred = kids[kids.index(me) - 1]
             gone = threading.Event()
             if self.zk.exists(f"{base}/{pred}", watch=lambda ev: gone.set()) is None:
@@ -129,17 +138,27 @@ class ZooKeeperLeases:
 
     def renew(self, held: Held, ttl_s: float) -> Held:
         node = self._nodes.get(held.name)
+        sent = time.monotonic()  # count from before the check, not after (a pause in between)
         if node is None or self.zk.state != "CONNECTED" or not self.zk.exists(node):
             raise LeaseNotHeldError(f"lease {held.name!r}: ZooKeeper session is not connected", lease=held.name)
-        return Held(held.name, held.holder, held.token, time.monotonic() + ttl_s)
+        return Held(held.name, held.holder, held.token, sent + ttl_s)
 
     def release(self, held: Held) -> None:
-        node = self._nodes.pop(held.name, None)
+        from kazoo.exceptions import NoNodeError
+
+        node = self._nodes.get(held.name)
         if node is not None:
             try:
                 self.zk.delete(node)
-            except Exception:  # the session may be gone already: the node went with it
+            except NoNodeError:  # the session expired: the node went with it
                 pass
+            except Exception as e:
+                # Not connected right now: forgetting the node would orphan it (it lives on
+                # with the session, blocking everyone, us included). Keep it: the next
+                # acquire or release of this name deals with it.
+                logger.warning("could not delete lease node %s (%s); keeping it", node, e)
+                return
+            self._nodes.pop(held.name, None)
 
     def status(self, name: str | None = None) -> list[dict[str, Any]]:
         names = [name] if name else (self.zk.get_children(self.root) if self.zk.exists(self.root) else [])

@@ -31,6 +31,16 @@ def default_holder() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 
+def _retryable() -> tuple[type[BaseException], ...]:
+    """Errors of a lease acquisition that only mean "not now": try again."""
+    errs: tuple[type[BaseException], ...] = (ConnectionError, LeaseNotHeldError)
+    try:
+        from kazoo.exceptions import ConnectionLoss, SessionExpiredError
+    except ImportError:  # pragma: no cover - the zookeeper extra is optional
+        return errs
+    return errs + (ConnectionLoss, SessionExpiredError)
+
+
 class Leadership:
     """Leadership of ``group`` while the context is open.
 
@@ -104,7 +114,14 @@ class Leadership:
         logged = False
         while True:
             step = 5.0 if self.wait is None else max(0.0, self.wait - (time.monotonic() - start))
-            held = self.backend.acquire(self.group, self.holder, self.ttl, min(step, 5.0))
+            try:
+                held = self.backend.acquire(self.group, self.holder, self.ttl, min(step, 5.0))
+            except _retryable() as e:
+                # The lock service is restarting or unreachable (or our ZooKeeper session
+                # expired): a standby keeps standing by rather than dying.
+                logger.warning("waiting for the lease of group %s: %s: %s", self.group, type(e).__name__, e)
+                time.sleep(min(0.5, self.ttl / 3))
+                held = None
             if held is not None:
                 break
             if not logged:

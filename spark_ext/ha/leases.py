@@ -77,14 +77,33 @@ class LeaseTable:
         self._waiters: dict[str, deque[tuple[str, int]]] = {}
         self._ticket = 0
         if self.path is not None and self.path.exists():
-            self._last_token = {k: int(v) for k, v in json.loads(self.path.read_text()).items()}
+            data = json.loads(self.path.read_text())
+            if isinstance(data.get("tokens"), dict):  # {"tokens": {...}, "held": {...}}
+                self._last_token = {k: int(v) for k, v in data["tokens"].items()}
+                self._restore(data.get("held") or {})
+            else:  # the first format: {name: newest token}
+                self._last_token = {k: int(v) for k, v in data.items()}
+
+    def _restore(self, held: dict[str, Any]) -> None:
+        """Leases held when the service stopped stay held by the same holder for a full TTL
+        from now: the holder may still be acting on it (its own clock says so until at most
+        one TTL after its last renewal, which came before this start), so nobody else may be
+        granted it before then. The holder just renews it as if nothing happened."""
+        now = time.monotonic()
+        for name, h in held.items():
+            token, ttl_ms = int(h["token"]), int(h["ttl_ms"])
+            if token == self._last_token.get(name):
+                self._leases[name] = Lease(str(h["holder"]), token, ttl_ms, now + ttl_ms / 1000)
+                logger.info("lease %s of %s (token %d) kept across the restart for %d ms", name, h["holder"], token, ttl_ms)
 
     def _persist(self) -> None:
+        """Newest tokens and the held leases, on disk (fsync) before anyone hears of a change."""
         if self.path is None:
             return
+        held = {n: {"holder": x.holder, "token": x.token, "ttl_ms": x.ttl_ms} for n, x in self._leases.items()}
         tmp = self.path.with_suffix(".tmp")
         with open(tmp, "w") as f:
-            json.dump(self._last_token, f)
+            json.dump({"tokens": self._last_token, "held": held}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, self.path)
@@ -119,13 +138,15 @@ class LeaseTable:
                     lease = self._live(name, now)
                     if lease is not None and lease.holder == holder:
                         lease.expires = now + ttl_ms / 1000
-                        lease.ttl_ms = ttl_ms
+                        if ttl_ms != lease.ttl_ms:
+                            lease.ttl_ms = ttl_ms
+                            self._persist()
                         return Grant(True, lease.token, holder, ttl_ms)
                     if lease is None and q[0] == me:
                         token = self._last_token.get(name, 0) + 1
                         self._last_token[name] = token
-                        self._persist()  # the token is on disk before anyone learns it
                         self._leases[name] = Lease(holder, token, ttl_ms, now + ttl_ms / 1000)
+                        self._persist()  # the token (and the lease) is on disk before anyone learns it
                         logger.info("lease %s granted to %s with token %d", name, holder, token)
                         return Grant(True, token, holder, ttl_ms)
                     remaining = deadline - now
@@ -156,8 +177,10 @@ class LeaseTable:
                 )
             ttl = ttl_ms if ttl_ms is not None else lease.ttl_ms
             _check(name, holder, ttl)
-            lease.ttl_ms = ttl
             lease.expires = time.monotonic() + ttl / 1000
+            if ttl != lease.ttl_ms:
+                lease.ttl_ms = ttl
+                self._persist()  # a restart must keep the lease for this long
             return ttl
 
     def release(self, name: str, holder: str, token: int) -> bool:
@@ -167,6 +190,7 @@ class LeaseTable:
             if lease is None or lease.holder != holder or lease.token != token:
                 return False
             del self._leases[name]
+            self._persist()  # else a restart would keep the released lease for a TTL
             self._cond.notify_all()
             logger.info("lease %s released by %s (token %d)", name, holder, token)
             return True
