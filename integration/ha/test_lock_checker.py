@@ -72,7 +72,7 @@ def test_checker_finds_planted_violations() -> None:
         "two holders at once": clean.lines[:3] + [dict(clean.lines[4], t=1.0)] + clean.lines[5:],
         "granted to 2 holders": clean.lines + [{"cid": 2, "ev": "grant", "token": 2, "holder": "c", "t": 6.0, "until": 9.0}],
         "grant order": clean.lines + [{"cid": 2, "ev": "grant", "token": 1, "holder": "c", "t": 6.0, "until": 9.0}],
-        "refused with no newer grant": [x for x in clean.lines if not (x["ev"] == "grant" and x["token"] == 2)],
+        "refused although no newer token was ever granted": [x for x in clean.lines if not (x["ev"] == "grant" and x["token"] == 2)],
     }
     for what, lines in cases.items():
         v = check_history(_synthetic(lines=lines)).violations

@@ -227,6 +227,25 @@ class StoreClient:
         return self._remember(self._locator.request(Kind.DROP_INDEX, self._meta({
             "namespace": ns, "name": nm, "index": index})).metadata)
 
+    def announce(self) -> list[str]:
+        """Send this client's fence to every live server (a new leader does this at once).
+
+        Servers also learn new grants from the locator with each heartbeat; this closes
+        that last gap. Returns the ids of servers that could not be reached.
+        """
+        if self.fence is None:
+            raise BadArgumentError("announce() needs a fence: set client.fence to the leadership's fence first")
+        failed = []
+        for srv in self.servers():
+            if not srv["up"]:
+                failed.append(srv["server_id"])
+                continue
+            try:
+                self._pool(srv["host"], srv["port"]).request(Kind.PING, {"fence": self.fence})
+            except ConnectionFailedError:
+                failed.append(srv["server_id"])
+        return failed
+
     def servers(self) -> list[dict[str, Any]]:
         return list(self._locator.request(Kind.LIST_SERVERS, {}).metadata["servers"])
 

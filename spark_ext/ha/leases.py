@@ -195,6 +195,11 @@ class LeaseTable:
             logger.info("lease %s released by %s (token %d)", name, holder, token)
             return True
 
+    def tokens(self) -> dict[str, int]:
+        """Newest token ever granted per lease name. O(names)."""
+        with self._cond:
+            return dict(self._last_token)
+
     def status(self, name: str | None = None) -> list[dict[str, Any]]:
         """Holders, tokens and waiters of one lease or all. O(leases)."""
         with self._cond:

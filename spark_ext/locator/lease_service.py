@@ -30,6 +30,9 @@ class LeaseService:
 
     def __init__(self, table: LeaseTable) -> None:
         self.table = table
+        #: Called with (group, token) after each grant: the embedded server fences its
+        #: own store at once, without waiting for the new leader's first write.
+        self.on_grant: Any = None
 
     def register(self, server: FrameServer) -> None:
         server.register(Kind.LEASE_ACQUIRE, self.acquire)
@@ -41,6 +44,8 @@ class LeaseService:
         m = f.metadata
         wait = min(_int(m, "wait_ms", 0), MAX_WAIT_MS)
         g = self.table.acquire(m.get("name"), m.get("holder"), _int(m, "ttl_ms"), wait)
+        if g.acquired and g.token is not None and self.on_grant is not None:
+            self.on_grant(m["name"], g.token)
         return Frame(f.kind, f.request_id, g.to_json())
 
     def renew(self, f: Frame, s: Session) -> Frame:

@@ -147,7 +147,23 @@ class LocatorService:
         if not isinstance(host, str) or not isinstance(port, int):
             raise BadArgumentError("REGISTER_SERVER needs host (string) and port (integer)")
         assigned = self.add_member(sid, host, port, RemoteLink(host, port, self.secret))
-        return Frame(f.kind, f.request_id, {"assignments": assigned, "catalog_version": self.catalog.version})
+        return Frame(f.kind, f.request_id, {"assignments": assigned, "catalog_version": self.catalog.version,
+                                            "fences": self.fence_tokens()})
+
+    def fence_tokens(self) -> dict[str, int]:
+        """Newest token per leader group known here (granted leases and fenced requests).
+
+        Servers take these with every heartbeat, so a deposed leader is refused by every
+        server within a heartbeat of the new grant, even where the new leader has not
+        written yet.
+        """
+        out: dict[str, int] = {}
+        if self.lease_service is not None:
+            out.update(self.lease_service.table.tokens())
+        if self.fences is not None:
+            for g, t in self.fences.snapshot().items():
+                out[g] = max(t, out.get(g, 0))
+        return out
 
     def heartbeat(self, f: Frame, s: Session) -> Frame:
         sid = f.metadata.get("server_id")
@@ -160,7 +176,8 @@ class LocatorService:
             if not m.up:
                 m.up = True
                 logger.info("store server %s is back", sid)
-        return Frame(f.kind, f.request_id, {"register": False, "catalog_version": self.catalog.version})
+        return Frame(f.kind, f.request_id, {"register": False, "catalog_version": self.catalog.version,
+                                            "fences": self.fence_tokens()})
 
     def deregister_server(self, f: Frame, s: Session) -> Frame:
         sid = f.metadata.get("server_id")

@@ -12,8 +12,9 @@ import json
 import logging
 import os
 import threading
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from spark_ext.exceptions import BadArgumentError, FencedError
 
@@ -26,6 +27,7 @@ class FenceRegistry:
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = Path(path) if path is not None else None
         self._lock = threading.Lock()
+        self._group_locks: dict[str, threading.Lock] = {}
         self._newest: dict[str, int] = {}
         if self.path is not None and self.path.exists():
             self._newest = {k: int(v) for k, v in json.loads(self.path.read_text()).items()}
@@ -58,6 +60,36 @@ class FenceRegistry:
             if token > newest:
                 self._newest[group] = token
                 self._persist()
+
+    @contextmanager
+    def guard(self, fence: Any) -> Iterator[None]:
+        """Check a fence and hold it for the duration of the write it protects.
+
+        The check and the write happen under the group's lock, so a write that passed
+        with token N cannot land after a write with token N+1 (it is refused instead).
+        Unfenced requests are not serialized.
+        """
+        if fence is None:
+            yield
+            return
+        self.check(fence)  # validates the shape before a lock is chosen by its group
+        with self._lock:
+            glock = self._group_locks.setdefault(fence["group"], threading.Lock())
+        with glock:
+            self.check(fence)  # a newer leader may have written while we waited
+            yield
+
+    def observe(self, group: str, token: int) -> None:
+        """Learn that ``token`` was granted for ``group`` (from the lock service)."""
+        with self._lock:
+            if token > self._newest.get(group, 0):
+                self._newest[group] = token
+                self._persist()
+
+    def snapshot(self) -> dict[str, int]:
+        """Newest token per group. O(groups)."""
+        with self._lock:
+            return dict(self._newest)
 
     def newest(self, group: str) -> int:
         with self._lock:

@@ -147,6 +147,7 @@ class StoreServerProcess(Process):
         reply = self._locator.request(Kind.REGISTER_SERVER, {
             "server_id": self.server_id, "host": self.cfg.host, "port": self.frames.port,
         })
+        self._observe_fences(reply.metadata)
         assigned = {a["table"]["name"]: a for a in reply.metadata.get("assignments", [])}
         for name, a in assigned.items():
             self.service.host_table(a["table"], a["buckets"], a.get("indexes", []))
@@ -158,11 +159,19 @@ class StoreServerProcess(Process):
                 self.service.owned.pop(name, None)
         logger.info("registered with locator as %s: hosting %d table(s)", self.server_id, len(assigned))
 
+    def _observe_fences(self, meta: dict[str, Any]) -> None:
+        fences = meta.get("fences") or {}
+        if isinstance(fences, dict):
+            for group, token in fences.items():
+                if isinstance(group, str) and isinstance(token, int):
+                    self.service.fence.observe(group, token)
+
     def _heartbeat_loop(self) -> None:
         assert self._locator is not None
         while not self.stopped.wait(self.cfg.heartbeat_s):
             try:
                 reply = self._locator.request(Kind.HEARTBEAT, {"server_id": self.server_id})
+                self._observe_fences(reply.metadata)
                 if reply.metadata.get("register"):
                     self._register()
             except Exception as e:  # the locator may be restarting: keep trying
@@ -223,6 +232,7 @@ class EmbeddedProcess(Process):
         self.service.fence = fences
         self.locator = LocatorService(self.catalog, cfg.secret, cfg.lost_after_s)
         self.locator.lease_service = LeaseService(LeaseTable(cfg.data_dir / "leases.json"))
+        self.locator.lease_service.on_grant = fences.observe
         self.locator.fences = fences
         self.frames = FrameServer(cfg.host, cfg.port, secret=cfg.secret, role=self.role,
                                   extra_hello={"server_id": self.server_id})

@@ -35,6 +35,12 @@ from spark_ext.wire.rowcodec import RowCodec
 
 logger = logging.getLogger(__name__)
 
+#: Requests that change data or transactions: checked against the leader's fence.
+_FENCED = frozenset({
+    Kind.PUT, Kind.INSERT, Kind.UPDATE, Kind.DELETE, Kind.UPDATE_WHERE, Kind.DELETE_WHERE, Kind.TRUNCATE,
+    Kind.TXN_STAGE, Kind.TXN_PREPARE, Kind.TXN_COMMIT, Kind.PING,
+})
+
 _COMPACT, _ARROW = int(Flags.COMPACT_ROWS), int(Flags.HAS_ARROW)  # plain ints: IntFlag ops are slow
 
 #: Target size of one streamed scan frame's Arrow payload.
@@ -94,7 +100,22 @@ class StoreService:
             Kind.OPEN_BUCKETS: self.open_buckets, Kind.CLOSE_BUCKETS: self.close_buckets,
             Kind.UPDATE_TABLE: self.update_table, Kind.STATUS: self.status, Kind.PING: self.ping,
         }.items():
-            server.register(kind, fn)
+            server.register(kind, self._guarded(kind, fn) if kind in _FENCED else fn)
+
+    def _guarded(self, kind: Kind, fn: Any) -> Any:
+        """Wrap a write handler: its fence is checked and held while it runs."""
+        def guarded(f: Frame, s: Session) -> Any:
+            fence = f.metadata.get("fence")
+            if self.fence is None or fence is None:
+                return fn(f, s)
+            if kind == Kind.TXN_COMMIT and self.txns.status(str(f.metadata.get("txn")))["state"] == "prepared":
+                # Phase 2 of a commit decided while the sender still led: every server
+                # prepared it under a valid token, so it must finish everywhere or the
+                # statement would be half visible. Its keys stayed locked meanwhile.
+                return fn(f, s)
+            with self.fence.guard(fence):
+                return fn(f, s)
+        return guarded
 
     def close(self) -> None:
         self._stop.set()
@@ -229,10 +250,6 @@ class StoreService:
                 table=t.name,
             )
 
-    def _fenced(self, m: dict[str, Any]) -> None:
-        if self.fence is not None:
-            self.fence(m)
-
     # --- reads --------------------------------------------------------------------------
 
     def _codec(self, t: Table) -> RowCodec:
@@ -301,17 +318,14 @@ class StoreService:
     # --- writes (each one statement, atomic on this server) -----------------------------
 
     def put(self, f: Frame, s: Session) -> Frame:
-        self._fenced(f.metadata)
         t = self._table(f.metadata)
         return Frame(f.kind, f.request_id, {"count": t.upsert(self._rows(t, f))})
 
     def insert(self, f: Frame, s: Session) -> Frame:
-        self._fenced(f.metadata)
         t = self._table(f.metadata)
         return Frame(f.kind, f.request_id, {"count": t.insert(self._rows(t, f))})
 
     def update(self, f: Frame, s: Session) -> Frame:
-        self._fenced(f.metadata)
         t = self._table(f.metadata)
         keys = self._keys(t, f.metadata.get("keys"))
         vals = self._set_values(t, f.metadata.get("values"))
@@ -319,12 +333,10 @@ class StoreService:
         return Frame(f.kind, f.request_id, {"count": t.update_many(keys, vals)})
 
     def delete(self, f: Frame, s: Session) -> Frame:
-        self._fenced(f.metadata)
         t = self._table(f.metadata)
         return Frame(f.kind, f.request_id, {"count": t.delete(self._keys(t, f.metadata.get("keys")))})
 
     def update_where(self, f: Frame, s: Session) -> Frame:
-        self._fenced(f.metadata)
         t = self._table(f.metadata)
         vals = self._set_values(t, f.metadata.get("values"))
         self._check_key_changes(t, vals)
@@ -332,12 +344,10 @@ class StoreService:
         return Frame(f.kind, f.request_id, {"count": n})
 
     def delete_where(self, f: Frame, s: Session) -> Frame:
-        self._fenced(f.metadata)
         t = self._table(f.metadata)
         return Frame(f.kind, f.request_id, {"count": t.delete_where(self._where(f.metadata))})
 
     def truncate(self, f: Frame, s: Session) -> Frame:
-        self._fenced(f.metadata)
         self._table(f.metadata).truncate()
         return Frame(f.kind, f.request_id, {})
 
@@ -349,7 +359,6 @@ class StoreService:
     def txn_stage(self, f: Frame, s: Session) -> Frame:
         """Buffer one change of a writer's part; rows are decoded and type-checked now."""
         m = f.metadata
-        self._fenced(m)
         t = self._table(m)
         op = _field(m, "op", str)
         part = _field(m, "part", str, "")
@@ -405,7 +414,6 @@ class StoreService:
 
     def txn_prepare(self, f: Frame, s: Session) -> Frame:
         m = f.metadata
-        self._fenced(m)
         txn_id = self._txn_id(m)
         if m.get("parts") is not None:
             parts = _field(m, "parts", list)
@@ -415,7 +423,6 @@ class StoreService:
 
     def txn_commit(self, f: Frame, s: Session) -> Frame:
         m = f.metadata
-        self._fenced(m)
         parts = _field(m, "parts", list, None)
         state = self.txns.commit(self._txn_id(m), None if parts is None else [str(p) for p in parts])
         return Frame(f.kind, f.request_id, {"state": state})
@@ -440,7 +447,6 @@ class StoreService:
 
     def ping(self, f: Frame, s: Session) -> Frame:
         """Liveness; with ``fence`` a new leader announces its token (nothing else changes)."""
-        self._fenced(f.metadata)
         return Frame(f.kind, f.request_id, {"pong": True, "server_id": self.server_id})
 
     # --- status -------------------------------------------------------------------------

@@ -101,3 +101,53 @@ def test_fencing_refuses_older_tokens_and_remembers_across_restarts(tmp_path) ->
         f2.check({"group": "g", "token": 4})
     with pytest.raises(BadArgumentError):
         f2.check({"group": "g", "token": "7"})
+
+
+def test_guard_makes_check_and_write_atomic_per_group() -> None:
+    """A write that passed with token 1 and is still running holds the group: token 2
+    waits for it, and once token 2 has written, token 1 is refused."""
+    f = FenceRegistry()
+    order: list[str] = []
+    inside = threading.Event()
+    release = threading.Event()
+
+    def old_leader() -> None:
+        with f.guard({"group": "g", "token": 1}):
+            inside.set()
+            release.wait(5)
+            order.append("write-1")
+
+    def new_leader() -> None:
+        with f.guard({"group": "g", "token": 2}):
+            order.append("write-2")
+
+    a = threading.Thread(target=old_leader)
+    a.start()
+    inside.wait(5)
+    b = threading.Thread(target=new_leader)
+    b.start()
+    time.sleep(0.05)
+    assert order == []  # the newer write waits for the older one in flight
+    release.set()
+    a.join(5)
+    b.join(5)
+    assert order == ["write-1", "write-2"]
+    with pytest.raises(FencedError):
+        with f.guard({"group": "g", "token": 1}):
+            order.append("late-1")
+    assert order == ["write-1", "write-2"]
+    with f.guard(None):  # unfenced requests pass and are not serialized
+        pass
+
+
+def test_observed_grants_fence_old_leaders_before_they_write() -> None:
+    t = LeaseTable()
+    f = FenceRegistry()
+    t.acquire("g", "a", 100)
+    time.sleep(0.15)
+    t.acquire("g", "b", 1000)
+    for group, token in t.tokens().items():  # what a heartbeat carries to each server
+        f.observe(group, token)
+    with pytest.raises(FencedError):
+        f.check({"group": "g", "token": 1})
+    f.check({"group": "g", "token": 2})
