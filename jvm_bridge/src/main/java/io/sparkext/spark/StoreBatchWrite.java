@@ -1,0 +1,132 @@
+package io.sparkext.spark;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import io.sparkext.wire.Endpoint;
+import io.sparkext.wire.Json;
+import io.sparkext.wire.Kinds;
+import io.sparkext.wire.ServerAddr;
+import io.sparkext.wire.TableMeta;
+import io.sparkext.wire.WireException;
+import org.apache.spark.sql.connector.write.DeltaBatchWrite;
+import org.apache.spark.sql.connector.write.DeltaWriterFactory;
+import org.apache.spark.sql.connector.write.LogicalWriteInfo;
+import org.apache.spark.sql.connector.write.PhysicalWriteInfo;
+import org.apache.spark.sql.connector.write.WriterCommitMessage;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.UUID;
+
+/**
+ * The driver side of one Spark write job = one store transaction. Tasks stage and prepare
+ * their parts; job commit prepares the collected parts durably on every server (phase 1),
+ * then commits them everywhere (phase 2); abort discards everything.
+ */
+public class StoreBatchWrite implements DeltaBatchWrite {
+  static final String DRIVER_PART = "driver";
+  private final Endpoint endpoint;
+  private final TableMeta meta;
+  private final LogicalWriteInfo info;
+  private final boolean truncate;
+  private final String op;
+  final String txn;
+
+  StoreBatchWrite(Endpoint endpoint, TableMeta meta, LogicalWriteInfo info, boolean truncate, String op) {
+    this.endpoint = endpoint;
+    this.meta = meta;
+    this.info = info;
+    this.truncate = truncate;
+    this.op = op;
+    this.txn = "spark-" + UUID.randomUUID();
+  }
+
+  private ObjectNode txnMeta() {
+    ObjectNode m = Json.obj();
+    m.put("txn", txn);
+    return m;
+  }
+
+  private ServerAddr server(String sid) {
+    ServerAddr s = meta.servers.get(sid);
+    if (s == null || !s.up || s.host == null) {
+      throw new WireException(500, "BUCKET_OFFLINE", "server " + sid + " of table '" + meta.fullName + "' is down");
+    }
+    return s;
+  }
+
+  private void call(String sid, int kind, ObjectNode m) {
+    endpoint.pool(server(sid)).request(kind, m, null, 0, false);
+  }
+
+  @Override
+  public DeltaWriterFactory createBatchWriterFactory(PhysicalWriteInfo physical) {
+    if (truncate) {
+      // Staged before any task runs, so it is applied first when the transaction commits.
+      for (String sid : meta.serverIds()) {
+        ObjectNode st = txnMeta();
+        st.put("part", DRIVER_PART);
+        st.put("table", meta.fullName);
+        st.put("op", "truncate");
+        call(sid, Kinds.TXN_STAGE, st);
+        ObjectNode pr = txnMeta();
+        pr.put("part", DRIVER_PART);
+        call(sid, Kinds.TXN_PREPARE, pr);
+      }
+    }
+    return new StoreWriterFactory(endpoint, meta, info, txn, op);
+  }
+
+  @Override
+  public boolean useCommitCoordinator() { return true; }
+
+  @Override
+  public void commit(WriterCommitMessage[] messages) {
+    Map<String, List<String>> parts = new TreeMap<>();
+    if (truncate) for (String sid : meta.serverIds()) parts.computeIfAbsent(sid, k -> new ArrayList<>()).add(DRIVER_PART);
+    for (WriterCommitMessage m : messages) {
+      if (!(m instanceof PartMessage)) continue;
+      PartMessage pm = (PartMessage) m;
+      for (String sid : pm.servers) parts.computeIfAbsent(sid, k -> new ArrayList<>()).add(pm.part);
+    }
+    try {
+      for (Map.Entry<String, List<String>> e : parts.entrySet()) {
+        ObjectNode m = txnMeta();
+        var a = m.putArray("parts");
+        e.getValue().forEach(a::add);
+        call(e.getKey(), Kinds.TXN_PREPARE, m);
+      }
+    } catch (WireException e) {
+      abortAll();
+      throw Errors.spark(e);
+    }
+    for (Map.Entry<String, List<String>> e : parts.entrySet()) {
+      ObjectNode m = txnMeta();
+      var a = m.putArray("parts");
+      e.getValue().forEach(a::add);
+      call(e.getKey(), Kinds.TXN_COMMIT, m);
+    }
+    // Servers where only failed attempts staged anything: drop their leftovers now.
+    for (String sid : meta.serverIds()) {
+      if (!parts.containsKey(sid)) abortOn(sid);
+    }
+  }
+
+  private void abortOn(String sid) {
+    try {
+      call(sid, Kinds.TXN_ABORT, txnMeta());
+    } catch (RuntimeException e) {
+      // best effort: the server's idle timeout aborts it anyway
+    }
+  }
+
+  private void abortAll() {
+    for (String sid : meta.serverIds()) abortOn(sid);
+  }
+
+  @Override
+  public void abort(WriterCommitMessage[] messages) {
+    abortAll();
+  }
+}

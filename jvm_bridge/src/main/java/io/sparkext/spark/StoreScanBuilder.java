@@ -1,0 +1,104 @@
+package io.sparkext.spark;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import io.sparkext.wire.Endpoint;
+import io.sparkext.wire.TableMeta;
+import org.apache.spark.sql.connector.expressions.filter.Predicate;
+import org.apache.spark.sql.connector.read.Scan;
+import org.apache.spark.sql.connector.read.ScanBuilder;
+import org.apache.spark.sql.connector.read.SupportsPushDownLimit;
+import org.apache.spark.sql.connector.read.SupportsPushDownRequiredColumns;
+import org.apache.spark.sql.connector.read.SupportsPushDownV2Filters;
+import org.apache.spark.sql.connector.expressions.aggregate.AggregateFunc;
+import org.apache.spark.sql.connector.expressions.aggregate.Aggregation;
+import org.apache.spark.sql.connector.expressions.aggregate.CountStar;
+import org.apache.spark.sql.connector.read.SupportsPushDownAggregates;
+import org.apache.spark.sql.types.DataTypes;
+import org.apache.spark.sql.types.StructField;
+import org.apache.spark.sql.types.StructType;
+
+import java.util.ArrayList;
+import java.util.List;
+
+/** Filters, columns and limits pushed to the store servers. */
+public class StoreScanBuilder implements ScanBuilder, SupportsPushDownV2Filters, SupportsPushDownRequiredColumns,
+    SupportsPushDownLimit, SupportsPushDownAggregates {
+  private final Endpoint endpoint;
+  private final TableMeta meta;
+  private StructType required;
+  private final List<Predicate> pushed = new ArrayList<>();
+  private final List<JsonNode> conjuncts = new ArrayList<>();
+  private Integer limit;
+  private int countStars;
+  private final boolean aggregates;
+
+  public StoreScanBuilder(Endpoint endpoint, TableMeta meta, StructType schema) {
+    this(endpoint, meta, schema, true);
+  }
+
+  /** Point queries on the driver (no Spark job); the catalog option localPointReads=false turns it off. */
+  boolean localPointReads = true;
+
+  public StoreScanBuilder(Endpoint endpoint, TableMeta meta, StructType schema, boolean aggregates) {
+    this.aggregates = aggregates;
+    this.endpoint = endpoint;
+    this.meta = meta;
+    this.required = schema;
+  }
+
+  @Override
+  public Predicate[] pushPredicates(Predicate[] predicates) {
+    List<Predicate> rest = new ArrayList<>();
+    for (Predicate p : predicates) {
+      JsonNode j = Predicates.translate(meta, p);
+      if (j == null) {
+        rest.add(p);
+      } else {
+        pushed.add(p);
+        conjuncts.add(j);
+      }
+    }
+    return rest.toArray(new Predicate[0]);
+  }
+
+  @Override
+  public Predicate[] pushedPredicates() { return pushed.toArray(new Predicate[0]); }
+
+  @Override
+  public void pruneColumns(StructType requiredSchema) { this.required = requiredSchema; }
+
+  @Override
+  public boolean pushLimit(int n) {
+    limit = n;
+    return true;
+  }
+
+  @Override
+  public boolean isPartiallyPushed() { return true; }
+
+  /** COUNT(*) (without GROUP BY) is answered by the servers' COUNT: no rows travel. */
+  @Override
+  public boolean pushAggregation(Aggregation aggregation) {
+    if (!aggregates || aggregation.groupByExpressions().length > 0) return false;
+    for (AggregateFunc f : aggregation.aggregateExpressions()) if (!(f instanceof CountStar)) return false;
+    countStars = aggregation.aggregateExpressions().length;
+    return countStars > 0;
+  }
+
+  @Override
+  public boolean supportCompletePushDown(Aggregation aggregation) { return false; }
+
+  @Override
+  public Scan build() {
+    if (countStars > 0) {
+      StructField[] fs = new StructField[countStars];
+      for (int i = 0; i < fs.length; i++) fs[i] = DataTypes.createStructField("count_star_" + i, DataTypes.LongType, false);
+      return new StoreScan(endpoint, meta, new StructType(fs), conjuncts, pushed, null, countStars);
+    }
+    StoreScan scan = new StoreScan(endpoint, meta, required, conjuncts, pushed, limit, 0);
+    if (aggregates && localPointReads && scan.pointBuckets() != null && scan.pointBuckets().size() <= 16) {
+      return new StoreLocalScan(scan);
+    }
+    return scan;
+  }
+}
