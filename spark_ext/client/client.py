@@ -90,6 +90,7 @@ class StoreClient:
         self._given: dict[str, str] = {}  # names as callers spell them -> full names
         self._lock = threading.Lock()
         self.fence: dict[str, Any] | None = None  # {"group", "token"}: set by driver HA
+        self.leadership: Any = None  # a spark_ext.ha.Leadership whose loss stops writes
 
     def close(self) -> None:
         self._locator.close()
@@ -116,6 +117,8 @@ class StoreClient:
             return p
 
     def _meta(self, m: dict[str, Any]) -> dict[str, Any]:
+        if self.leadership is not None:
+            self.leadership.check()  # a deposed leader stops here, before sending anything
         if self.fence is not None:
             m["fence"] = self.fence
         return m

@@ -59,12 +59,13 @@ class Options:
     jar: str | None = None
     executor_start_server: bool = False
     ha_group: str | None = None
+    ha_ttl: float = 3.0
     python: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
 
 OPTION_NAMES = ("locator", "secret_file", "catalog_name", "session_catalog", "jar",
-                "executor_start_server", "ha_group", "python")
+                "executor_start_server", "ha_group", "ha_ttl", "python")
 
 
 def _bool(name: str, v: Any) -> bool:
@@ -107,6 +108,11 @@ def validate_options(**options: Any) -> Options:
     if ha is not None and (not isinstance(ha, str) or not _GROUP_RE.match(ha)):
         raise BadArgumentError(
             f"option ha_group={ha!r}: expected a name of 1-100 letters, digits, '.', '_' or '-'")
+    ttl = options.get("ha_ttl", 3.0)
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0.3 <= ttl <= 3600:
+        raise BadArgumentError(f"option ha_ttl={ttl!r}: expected seconds between 0.3 and 3600")
+    if options.get("ha_ttl") is not None and ha is None:
+        raise BadArgumentError(f"option ha_ttl={ttl!r} needs ha_group too")
     py = options.get("python")
     if py is not None and (not isinstance(py, str) or not py):
         raise BadArgumentError(f"option python={py!r}: expected the path of a Python executable")
@@ -114,7 +120,7 @@ def validate_options(**options: Any) -> Options:
         locator=locator, secret_file=sf, catalog_name=cat,
         session_catalog=_bool("session_catalog", options.get("session_catalog", False)),
         jar=jar, executor_start_server=_bool("executor_start_server", options.get("executor_start_server", False)),
-        ha_group=ha, python=py,
+        ha_group=ha, ha_ttl=float(ttl), python=py,
     )
 
 
@@ -214,7 +220,12 @@ def configure(builder: Any, **options: Any) -> Any:
             of a source checkout, or the jar inside the installed package).
         executor_start_server: let each executor start a missing store server on its host
             (default False).
-        ha_group: driver HA group name (reserved: recorded, not used yet).
+        ha_group: driver HA group: ``getOrCreate()`` returns only once this driver holds
+            the group's lease (a standby blocks, logging that it stands by, and takes over
+            when the leader's lease lapses). Every write of the session then carries the
+            lease's fencing token; when the lease is lost, writes stop at once.
+        ha_ttl: the lease's time to live in seconds (default 3): a dead leader is replaced
+            about this fast.
         python: Python executable of the executors' workers when ``PYSPARK_PYTHON`` is not
             set (default: this interpreter, so workers see the same packages).
 
@@ -238,4 +249,31 @@ def configure(builder: Any, **options: Any) -> Any:
     from spark_ext.spark import hook
 
     hook.install()
+    if opts.ha_group:
+        _lead_before_create(builder, opts.ha_group, opts.ha_ttl, store)
     return builder
+
+
+def _lead_before_create(builder: Any, group: str, ttl: float, store: A.StoreAddress) -> None:
+    """Make ``builder.getOrCreate()`` wait for the group's leadership, then fence writes."""
+    original = builder.getOrCreate
+
+    def getOrCreate() -> Any:  # noqa: N802 - mirrors PySpark
+        from spark_ext.ha.backends import LocatorLeases
+        from spark_ext.ha.leadership import Leadership
+
+        lead = Leadership(group, ttl=ttl, backend=LocatorLeases(store.locator, store.secret)).acquire()
+        client = A.client_for(store)
+        client.leadership = lead
+        client.fence = lead.fence
+        unreached = client.announce()  # every server refuses the previous leader from now on
+        if unreached:
+            logger.warning("HA group %s: servers %s did not get the new token yet; they learn it from the "
+                           "locator within a heartbeat", group, ", ".join(unreached))
+        lead.on_lost(lambda reason: logger.error(
+            "HA group %s: this driver lost its leadership (%s); its writes are refused from now on", group, reason))
+        spark = original()
+        spark._spark_ext_leadership = lead
+        return spark
+
+    builder.getOrCreate = getOrCreate

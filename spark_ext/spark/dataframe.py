@@ -165,6 +165,7 @@ def stage_partition(payload: dict[str, Any], batches: Iterator[Any]) -> Iterator
     ctx = TaskContext.get()
     part = f"{ctx.partitionId()}-{ctx.attemptNumber()}" if ctx is not None else f"local-{uuid.uuid4().hex[:8]}"
     txn, op, secret = payload["txn"], payload["op"], payload["secret"]
+    fence = {"fence": payload["fence"]} if payload.get("fence") else {}  # driver HA token
     schema = _schema(payload["spec"], key_only=op == "delete")
     placement = np.array(payload["placement"], dtype=object)
     pools = {sid: _pool(h, p, secret) for sid, (h, p) in payload["servers"].items()}
@@ -183,7 +184,7 @@ def stage_partition(payload: dict[str, Any], batches: Iterator[Any]) -> Iterator
         if not chunks:
             return
         batch = pa.Table.from_batches(chunks).combine_chunks().to_batches()[0] if len(chunks) > 1 else chunks[0]
-        meta = {"txn": txn, "part": part, "table": payload["table"], "op": op}
+        meta = {"txn": txn, "part": part, "table": payload["table"], "op": op, **fence}
         if op == "upsert":
             pools[sid].request(Kind.TXN_STAGE, meta, write_ipc_stream(batch), int(Flags.HAS_ARROW))
             return
@@ -213,7 +214,7 @@ def stage_partition(payload: dict[str, Any], batches: Iterator[Any]) -> Iterator
             flush(sid)
         prepared = 0
         for sid in sorted(pools):  # task commit: prepare this part on every server
-            r = pools[sid].request(Kind.TXN_PREPARE, {"txn": txn, "part": part})
+            r = pools[sid].request(Kind.TXN_PREPARE, {"txn": txn, "part": part, **fence})
             prepared += int(r.metadata.get("prepared", 0))
             done.add(sid)
         if payload.get("fail_after_prepare") and ctx is not None and ctx.partitionId() == 0 \
@@ -306,8 +307,11 @@ def _run_once(df: Any, table: Any, op: str, run: int, fail_after_prepare: bool) 
     payload = {
         "txn": txn, "op": op, "table": info.full_name, "spec": info.schema.to_json(),
         "placement": list(info.placement), "servers": servers, "secret": client.secret, "columns": cols,
-        "run": run, "fail_after_prepare": fail_after_prepare,
+        "run": run, "fail_after_prepare": fail_after_prepare, "fence": client.fence,
     }
+    fence = {"fence": client.fence} if client.fence else {}
+    if client.leadership is not None:
+        client.leadership.check()  # a deposed leader starts no job
     pools = {sid: client._pool(h, p) for sid, (h, p) in servers.items()}
 
     def abort_all() -> None:
@@ -323,7 +327,7 @@ def _run_once(df: Any, table: Any, op: str, run: int, fail_after_prepare: bool) 
         parts = [r["part"] for r in out]
         total = sum(int(r["n"]) for r in out)
         for sid, pool in pools.items():  # job commit, phase 1
-            pool.request(Kind.TXN_PREPARE, {"txn": txn, "parts": parts})
+            pool.request(Kind.TXN_PREPARE, {"txn": txn, "parts": parts, **fence})
     except BaseException as e:
         abort_all()
         t = _translate(e) if not isinstance(e, SparkExtError) else None
@@ -333,7 +337,7 @@ def _run_once(df: Any, table: Any, op: str, run: int, fail_after_prepare: bool) 
     for sid, pool in pools.items():  # job commit, phase 2
         for attempt in range(COMMIT_RETRIES):
             try:
-                pool.request(Kind.TXN_COMMIT, {"txn": txn, "parts": parts})
+                pool.request(Kind.TXN_COMMIT, {"txn": txn, "parts": parts, **fence})
                 break
             except Exception as e:
                 if attempt == COMMIT_RETRIES - 1:
