@@ -85,15 +85,35 @@ def unsecured(make_cluster: Any) -> Cluster:
     return cl
 
 
-@pytest.fixture(scope="module", params=["secured-server", "secured-locator", "open-server", "open-locator"])
-def target(request: pytest.FixtureRequest, secured: Cluster, unsecured: Cluster) -> Iterator[Target]:
-    cl = secured if request.param.startswith("secured") else unsecured
-    t = Target(request.param, cl, "s0" if request.param.endswith("server") else None)
+def _target(name: str, secured: Cluster, unsecured: Cluster) -> Iterator[Target]:
+    cl = secured if name.startswith("secured") else unsecured
+    t = Target(name, cl, "s0" if name.endswith("server") else None)
     t.baseline = snapshot(cl.admin())
     host, port = t.address
     t.bystander = Connection(host, port, cl.secret, timeout=30.0)
     yield t
     t.bystander.close()
+
+
+# Each test gets exactly the targets it is meaningful for (no skipped combinations).
+@pytest.fixture(scope="module", params=["secured-server", "secured-locator", "open-server", "open-locator"])
+def target(request: pytest.FixtureRequest, secured: Cluster, unsecured: Cluster) -> Iterator[Target]:
+    yield from _target(request.param, secured, unsecured)
+
+
+@pytest.fixture(scope="module", params=["secured-server", "secured-locator"])
+def secured_target(request: pytest.FixtureRequest, secured: Cluster, unsecured: Cluster) -> Iterator[Target]:
+    yield from _target(request.param, secured, unsecured)
+
+
+@pytest.fixture(scope="module", params=["secured-server", "open-server"])
+def server_target(request: pytest.FixtureRequest, secured: Cluster, unsecured: Cluster) -> Iterator[Target]:
+    yield from _target(request.param, secured, unsecured)
+
+
+@pytest.fixture(scope="module", params=["secured-locator", "open-locator"])
+def locator_target(request: pytest.FixtureRequest, secured: Cluster, unsecured: Cluster) -> Iterator[Target]:
+    yield from _target(request.param, secured, unsecured)
 
 
 def assert_intact(t: Target) -> None:
@@ -351,9 +371,8 @@ def test_wrong_secret(target: Target) -> None:
     assert_intact(target)
 
 
-def test_auth_without_hello_and_requests_before_auth(target: Target) -> None:
-    if target.secret is None:
-        pytest.skip("only meaningful with a secret")
+def test_auth_without_hello_and_requests_before_auth(secured_target: Target) -> None:
+    target = secured_target
     sn = bytes(32)
     good_rows = encode_rows(target.cluster.admin().table(T).schema.arrow_schema, [(9999, "intruder", 1)])
     # AUTH before any HELLO (there is no nonce to answer yet).
@@ -527,9 +546,8 @@ def store_server_cases(c: StoreClient) -> list[tuple[str, int, dict[str, Any], b
     ]
 
 
-def test_nonsense_arguments_to_a_store_server(target: Target) -> None:
-    if target.is_locator:
-        pytest.skip("store server requests")
+def test_nonsense_arguments_to_a_store_server(server_target: Target) -> None:
+    target = server_target
     raw = authed(target)
     for name, kind, meta, body, flags, codes in store_server_cases(target.cluster.admin()):
         r = raw.request(kind, meta, body, flags)
@@ -591,9 +609,8 @@ def locator_cases() -> list[tuple[str, int, dict[str, Any], set[str]]]:
     ]
 
 
-def test_nonsense_arguments_to_the_locator(target: Target) -> None:
-    if not target.is_locator:
-        pytest.skip("locator requests")
+def test_nonsense_arguments_to_the_locator(locator_target: Target) -> None:
+    target = locator_target
     raw = authed(target)
     for name, kind, meta, codes in locator_cases():
         r = raw.request(kind, meta)

@@ -22,7 +22,7 @@ def pyspark_jars() -> str:
 @pytest.fixture(scope="session")
 def java_cp() -> str:
     if shutil.which("javac") is None or shutil.which("java") is None:
-        pytest.skip("no JDK on PATH")
+        pytest.fail("no JDK on PATH: JDK 17 is a prerequisite (see README)")
     subprocess.run(["bash", str(ROOT / "jvm_bridge" / "build.sh")], check=True, cwd=ROOT)
     return os.pathsep.join([str(ROOT / "build" / "classes"), str(ROOT / "build" / "test-classes"),
                             os.path.join(pyspark_jars(), "*")])
