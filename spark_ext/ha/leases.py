@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from spark_ext.exceptions import BadArgumentError, LeaseNotHeldError
+from spark_ext.store.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -101,12 +102,7 @@ class LeaseTable:
         if self.path is None:
             return
         held = {n: {"holder": x.holder, "token": x.token, "ttl_ms": x.ttl_ms} for n, x in self._leases.items()}
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump({"tokens": self._last_token, "held": held}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, {"tokens": self._last_token, "held": held})
 
     def _live(self, name: str, now: float) -> Lease | None:
         lease = self._leases.get(name)

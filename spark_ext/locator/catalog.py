@@ -27,6 +27,7 @@ from spark_ext.exceptions import (
     NoSuchTableError,
     TableExistsError,
 )
+from spark_ext.store.files import write_json_atomic
 from spark_ext.store.schema import TableSchema
 
 logger = logging.getLogger(__name__)
@@ -107,17 +108,7 @@ class Catalog:
             "namespaces": [{"name": list(n), "properties": p} for n, p in sorted(self.namespaces.items())],
             "tables": [self.tables[k] for k in sorted(self.tables)],
         }
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=1, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        write_json_atomic(self.path, obj)
 
     # --- namespaces ---------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from spark_ext.exceptions import BadArgumentError, FencedError
+from spark_ext.store.files import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +99,4 @@ class FenceRegistry:
     def _persist(self) -> None:
         if self.path is None:
             return
-        tmp = self.path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(self._newest, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
+        write_json_atomic(self.path, self._newest)

@@ -26,9 +26,6 @@ any time.
 
 from __future__ import annotations
 
-from spark_ext.exceptions import StorageError
-
-import errno
 import json
 import logging
 import os
@@ -43,6 +40,9 @@ from types import TracebackType
 from typing import Any, Final, Iterable, Iterator, Mapping
 
 import pyarrow as pa
+
+from spark_ext.exceptions import StorageError
+from spark_ext.store.files import fsync_dir
 
 logger = logging.getLogger(__name__)
 
@@ -90,22 +90,6 @@ def _table_file_name(index: int, name: str) -> str:
         chr(b) if b in _SAFE_BYTES else f"%{b:02X}" for b in name.encode("utf-8")
     )
     return f"{index:04d}-{safe[:_SAFE_NAME_MAX]}.arrow"
-
-
-def _fsync_dir(path: Path) -> None:
-    # A file's creation, rename or removal is durable only once its directory is.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:  # pragma: no cover - platforms without directory fds
-        logger.debug("cannot open directory %s for fsync: %s", path, exc)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EBADF):  # unsupported, not a failure
-            raise
-    finally:
-        os.close(fd)
 
 
 def _fsync_file(path: Path) -> None:
@@ -177,7 +161,7 @@ def _clean_temp(root: Path) -> None:
                 entry.unlink(missing_ok=True)
             removed = True
     if removed:
-        _fsync_dir(root)
+        fsync_dir(root)
 
 
 def _prune(root: Path, keep: int) -> None:
@@ -187,7 +171,7 @@ def _prune(root: Path, keep: int) -> None:
         logger.debug("removing old checkpoint %s (lsn %d)", path, lsn)
         _remove_tree(path)
     if doomed:
-        _fsync_dir(root)
+        fsync_dir(root)
 
 
 # ---------------------------------------------------------------------- writing
@@ -250,7 +234,7 @@ def write_checkpoint(
     root = Path(directory)
     if not root.is_dir():
         root.mkdir(parents=True, exist_ok=True)
-        _fsync_dir(root.parent)
+        fsync_dir(root.parent)
     _clean_temp(root)
 
     final = root / _checkpoint_name(lsn)
@@ -308,12 +292,12 @@ def write_checkpoint(
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
 
         if final.exists():  # corrupt one found above: move it out of the way first
             _remove_tree(final)
         os.rename(tmp, final)
-        _fsync_dir(root)
+        fsync_dir(root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
