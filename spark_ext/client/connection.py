@@ -55,7 +55,7 @@ def typed_error(e: WireError) -> ex.SparkExtError:
         cls = _BY_CODE.get(e.name, RemoteError)
     err = cls.__new__(cls)
     ex.SparkExtError.__init__(err, e.message, **e.details)
-    err.code = e.name  # type: ignore[misc]
+    err.code = e.name
     return err
 
 
@@ -179,7 +179,7 @@ class ConnectionPool:
                 with self._lock:
                     if len(self._idle) < self.max_idle:
                         self._idle.append(conn)
-                        conn = None  # type: ignore[assignment]
+                        conn = None
                 if conn is not None:
                     conn.close()
 

@@ -25,6 +25,13 @@ def _int(m: dict[str, Any], name: str, default: Any = ...) -> Any:
     return v
 
 
+def _str(m: dict[str, Any], name: str) -> str:
+    v = m.get(name)
+    if not isinstance(v, str) or not v:
+        raise BadArgumentError(f"request field {name!r} must be a non-empty string, got {v!r}")
+    return v
+
+
 class LeaseService:
     """Serves a :class:`LeaseTable` (see ``docs/protocol.md``, "Leases")."""
 
@@ -43,19 +50,19 @@ class LeaseService:
     def acquire(self, f: Frame, s: Session) -> Frame:
         m = f.metadata
         wait = min(_int(m, "wait_ms", 0), MAX_WAIT_MS)
-        g = self.table.acquire(m.get("name"), m.get("holder"), _int(m, "ttl_ms"), wait)
+        g = self.table.acquire(_str(m, "name"), _str(m, "holder"), _int(m, "ttl_ms"), wait)
         if g.acquired and g.token is not None and self.on_grant is not None:
             self.on_grant(m["name"], g.token)
         return Frame(f.kind, f.request_id, g.to_json())
 
     def renew(self, f: Frame, s: Session) -> Frame:
         m = f.metadata
-        ttl = self.table.renew(m.get("name"), m.get("holder"), _int(m, "token"), _int(m, "ttl_ms", None))
+        ttl = self.table.renew(_str(m, "name"), _str(m, "holder"), _int(m, "token"), _int(m, "ttl_ms", None))
         return Frame(f.kind, f.request_id, {"expires_in_ms": ttl})
 
     def release(self, f: Frame, s: Session) -> Frame:
         m = f.metadata
-        return Frame(f.kind, f.request_id, {"released": self.table.release(m.get("name"), m.get("holder"), _int(m, "token"))})
+        return Frame(f.kind, f.request_id, {"released": self.table.release(_str(m, "name"), _str(m, "holder"), _int(m, "token"))})
 
     def status(self, f: Frame, s: Session) -> Frame:
         name = f.metadata.get("name")

@@ -108,9 +108,7 @@ class LocatorService:
             Kind.ALTER_TABLE: self.alter_table, Kind.LIST_TABLES: self.list_tables,
             Kind.CREATE_INDEX: self.create_index, Kind.DROP_INDEX: self.drop_index,
         }.items():
-            if kind in _DDL:
-                fn = self._fenced(fn)
-            server.register(kind, fn)
+            server.register(kind, self._fenced(fn) if kind in _DDL else fn)
         if self.lease_service is not None:
             self.lease_service.register(server)
 
@@ -330,6 +328,9 @@ class LocatorService:
     def drop_index(self, f: Frame, s: Session) -> Frame:
         m = f.metadata
         key = full_name(check_namespace(m.get("namespace")), check_ident(m.get("name"), "table name"))
-        entry = self.catalog.remove_index(key, m.get("index"), m.get("expected_version"))
+        index = m.get("index")
+        if not isinstance(index, str):
+            raise BadArgumentError(f"DROP_INDEX needs 'index': the index name, got {index!r}")
+        entry = self.catalog.remove_index(key, index, m.get("expected_version"))
         self._push(entry["placement"], Kind.UPDATE_TABLE, lambda sid, bs: {"table": key, "indexes": entry["indexes"]})
         return self._reply_table(f, entry)
