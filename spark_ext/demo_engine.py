@@ -69,15 +69,15 @@ def main() -> None:
     keys = rng.integers(0, ROWS, 5000).tolist()
     gets = []
     for k in keys:
-        a = time.perf_counter_ns()
+        t_ns = time.perf_counter_ns()
         t.get(k)
-        gets.append(time.perf_counter_ns() - a)
+        gets.append(time.perf_counter_ns() - t_ns)
     ups = []
     now = dt.datetime.now(dt.timezone.utc)
     for k in keys[:2000]:
-        a = time.perf_counter_ns()
+        t_ns = time.perf_counter_ns()
         t.upsert((k, 1, 0.5, "updated", now))
-        ups.append(time.perf_counter_ns() - a)
+        ups.append(time.perf_counter_ns() - t_ns)
     print(f"  point get     p50 {_us(gets)}    e.g. get(42) -> {t.get(42)}")
     print(f"  point upsert  p50 {_us(ups)}")
     n = t.update_where(col("k") == 77, {"s": "vip"})
