@@ -35,6 +35,7 @@ class Run:
 
     def __init__(self, schema: TableSchema, batch: pa.RecordBatch, presorted: bool = False) -> None:
         self.keys: np.ndarray | None = None
+        self._keys_mv: Any = None  # memoryview of keys on the int path (Table.get reads it)
         self.key_pos: dict[Any, int] | None = None
         if schema.int_key:
             keys = batch_key_array(schema, batch)
@@ -219,6 +220,40 @@ class Bucket:
             ix.add(key, row)
         self._touch()
         return old
+
+    def discard(self, key: Any) -> None:
+        """:meth:`remove` without returning the old row: a row in a base run is decoded
+        only when indexes need its values. O(#runs log n)."""
+        if self.indexes:
+            self.remove(key)
+            return
+        if self.delta.pop(key, None) is None:
+            for run, dels in zip(self.runs, self.deleted):
+                p = run.find(key)
+                if p >= 0 and p not in dels:
+                    dels.add(p)
+                    break
+            else:
+                return
+        self.version += 1
+        self._snap = None
+
+    def write(self, key: Any, row: tuple[Any, ...]) -> None:
+        """:meth:`put` without returning the old row (see :meth:`discard`). O(#runs log n)."""
+        if self.indexes:
+            self.put(key, row)
+            return
+        delta = self.delta
+        # pop, not overwrite: the row moves to the end of the delta, as with put.
+        if delta.pop(key, None) is None:
+            for run, dels in zip(self.runs, self.deleted):
+                p = run.find(key)
+                if p >= 0 and p not in dels:
+                    dels.add(p)
+                    break
+        delta[key] = row
+        self.version += 1
+        self._snap = None
 
     def add_run(self, batch: pa.RecordBatch, keys: Sequence[Any] | None = None) -> None:
         """Append a new run of rows whose keys are not live in this bucket.

@@ -21,7 +21,7 @@ costs well under a microsecond, and integer key columns hash vectorized in numpy
 from __future__ import annotations
 
 import zlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -62,6 +62,29 @@ def combine(components: Sequence[int]) -> int:
     for c in components:
         h = fmix64(h ^ c)
     return h
+
+
+def int_key_bucket_function(num_buckets: int) -> "Callable[[int], int]":
+    """``key -> fmix64(SEED ^ fmix64(key mod 2**64)) mod num_buckets``: the bucket of a
+    one-column integer key, both fmix64 rounds inlined (a point read runs it). O(1)."""
+    m, c1, c2, seed, nb = MASK64, _C1, _C2, SEED, num_buckets
+
+    def bucket(key: int) -> int:
+        k = key & m
+        k ^= k >> 33
+        k = k * c1 & m
+        k ^= k >> 33
+        k = k * c2 & m
+        k ^= k >> 33
+        k ^= seed
+        k ^= k >> 33
+        k = k * c1 & m
+        k ^= k >> 33
+        k = k * c2 & m
+        k ^= k >> 33
+        return k % nb
+
+    return bucket
 
 
 def bucket_of_hash(h: int, num_buckets: int) -> int:

@@ -97,11 +97,57 @@ def column_getter(arr: pa.Array) -> Getter:
     return get_nullable
 
 
+def _view(a: Any) -> memoryview:
+    return memoryview(a)
+
+
+def _column_expr(j: int, arr: pa.Array, env: dict[str, Any]) -> str:
+    """Source of an expression of ``i`` equal to ``arr[i].as_py()``; the names it uses
+    (suffixed ``j``) are added to ``env``. Mirrors :func:`column_getter`."""
+    t = arr.type
+    name = types.type_name(t)
+    n, off = len(arr), arr.offset
+    if n == 0:
+        return "None"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        env[f"v{j}"] = _view(np.frombuffer(arr.buffers()[1], dtype=t.to_pandas_dtype(), count=n + off)[off:])
+        expr = f"v{j}[i]"
+    elif name == "bool":
+        env[f"b{j}"] = memoryview(arr.buffers()[1]).cast("B")
+        expr = f"bool(b{j}[(i + {off}) >> 3] >> ((i + {off}) & 7) & 1)"
+    elif name == "string" or name == "binary":
+        env[f"o{j}"] = _view(np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + 1 + off)[off:])
+        data_buf = arr.buffers()[2]
+        env[f"d{j}"] = memoryview(data_buf if data_buf is not None else b"")
+        # tobytes().decode() is a little faster than str(view, "utf-8"); both strict.
+        raw = f"d{j}[o{j}[i]:o{j}[i + 1]].tobytes()"
+        expr = f"{raw}.decode()" if name == "string" else raw
+    elif name == "date":
+        env[f"v{j}"] = _view(np.frombuffer(arr.buffers()[1], dtype=np.int32, count=n + off)[off:])
+        env["FROMORD"] = _FROMORD
+        expr = f"FROMORD(v{j}[i] + {types.EPOCH_ORDINAL})"
+    elif name in ("timestamp_tz", "timestamp_ntz"):
+        env[f"v{j}"] = _view(np.frombuffer(arr.buffers()[1], dtype=np.int64, count=n + off)[off:])
+        env[f"e{j}"] = types.EPOCH_UTC if name == "timestamp_tz" else types.EPOCH_NAIVE
+        env["TD"] = _TD
+        expr = f"e{j} + TD(0, 0, v{j}[i])"  # positional (days, seconds, microseconds): faster
+    else:  # decimal: rare on hot paths, keep Arrow's exact conversion
+        env[f"g{j}"] = column_getter(arr)
+        return f"g{j}(i)"  # handles its own NULLs
+    if arr.null_count == 0:
+        return expr
+    env[f"n{j}"] = memoryview(arr.buffers()[0]).cast("B")
+    return f"({expr} if n{j}[(i + {off}) >> 3] >> ((i + {off}) & 7) & 1 else None)"
+
+
 def row_decoder(batch: pa.RecordBatch) -> Callable[[int], tuple[Any, ...]]:
-    """A function ``i -> tuple`` decoding row ``i`` of ``batch``. O(columns) per call."""
-    getters = [column_getter(batch.column(j)) for j in range(batch.num_columns)]
-    # A generated ``lambda i: (g0(i), g1(i), ...)`` saves the loop and list of a
-    # comprehension: about a third of a point read. The source holds only our names.
-    names = [f"g{j}" for j in range(len(getters))]
-    src = "lambda i: (" + "".join(f"{n}(i), " for n in names) + ")"
-    return eval(src, dict(zip(names, getters)))  # noqa: S307 - generated from fixed names
+    """A function ``i -> tuple`` decoding row ``i`` of ``batch``. O(columns) per call.
+
+    Built once per batch as one generated ``lambda i: (expr0, expr1, ...)`` whose
+    expressions read the column buffers directly: no call per column (about half a
+    point read otherwise). The source holds only fixed names and integers.
+    """
+    env: dict[str, Any] = {}
+    exprs = [_column_expr(j, batch.column(j), env) for j in range(batch.num_columns)]
+    src = "lambda i: (" + "".join(f"{e}, " for e in exprs) + ")"
+    return eval(src, env)  # noqa: S307 - generated from fixed names and ints

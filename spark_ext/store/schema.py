@@ -121,6 +121,16 @@ class TableSchema:
         self.coercers = [
             types.make_coercer(self.name, f.name, f.type) for f in self.storage_schema
         ]
+        # Point-path shortcut: a plain int within these bounds is already a key in key
+        # form (what coerce_key would return). An empty range unless the key is one
+        # integer column.
+        self.int_key_min, self.int_key_max = types.int_range(self.key_type_names[0]) if self.int_key else (1, 0)
+        # bucket_of_key specialised for the key form (same results, see the method).
+        if self.hidden_rowid:
+            nb = self.num_buckets
+            self.bucket_of_key = lambda key: key % nb  # type: ignore[method-assign]
+        elif self.int_key:
+            self.bucket_of_key = keyhash.int_key_bucket_function(self.num_buckets)  # type: ignore[method-assign, assignment]
 
     # --- naming ---------------------------------------------------------------------
 
@@ -152,6 +162,9 @@ class TableSchema:
 
         A hidden row id carries its bucket itself (``rowid mod num_buckets``), so each
         server can hand out ids of the buckets it hosts.
+
+        For a hidden row id or one integer key column, :meth:`_derive` replaces this
+        method on the instance by an equivalent specialised function.
         """
         if self.hidden_rowid:
             return key % self.num_buckets

@@ -7,6 +7,32 @@ after it. Two-phase change sets log a PREPARE record with their changes and a sm
 COMMIT or ABORT record; one still undecided after recovery is restored as *in doubt*
 (holding its locks) for the server to resolve with its coordinator.
 
+Commit with ``flush="commit"`` (group commit): under the locks of its tables a commit
+writes its record to the log (to the OS, not yet fsynced), applies the change and
+releases the locks; only then does it wait for the fsync, and it returns (is
+acknowledged) after the fsync. Commits that wait at the same time share one fsync. So:
+
+* an acknowledged change is durable: it survives a process crash and a power loss;
+* a change becomes visible to readers and to other writers when it is applied, which
+  is slightly *before* it is durable (as in PostgreSQL, whose commits are visible
+  before their WAL flush as well). A change that is visible is always in the log
+  already, so a process crash (kill -9) never loses it; only an OS crash or power loss
+  in the window before its fsync can, and then its writer was never acknowledged;
+* a writer that read such a change and commits on top of it is acknowledged only
+  after an fsync that covers the earlier change too (log order is LSN order, and an
+  fsync covers every record before it): an acknowledged commit never depends on a lost
+  one. What this does *not* cover is a reader that hands what it read to the outside
+  world (a reply to a client) before the writer of that data is acknowledged: after a
+  power loss in that window the reader has shown a change that recovery does not bring
+  back. Readers needing "only durable data" must not rely on reads racing a commit;
+* if the fsync fails, the commit raises :class:`~spark_ext.store.wal.WalError` even
+  though its change is already applied in memory; the log then refuses every further
+  write (see :mod:`spark_ext.store.wal`), so the store must be reopened, and recovery
+  keeps or drops the change according to what reached the disk.
+
+With ``flush="group"`` and ``"off"`` commits return once the record is written to the
+OS, as before. A checkpoint first makes the log durable through its own LSN.
+
 Log records (tuples, encoded by :mod:`spark_ext.store.codec`)::
 
     ("create_table", schema_json)        ("drop_table", name)
@@ -35,10 +61,21 @@ from spark_ext.exceptions import (
     TableExistsError,
 )
 from spark_ext.store import checkpoint as ckpt
-from spark_ext.store.codec import decode_record, encode_record
+from spark_ext.store.codec import decode_record, encode_point_commit, encode_record
 from spark_ext.store.schema import TableSchema
 from spark_ext.store.table import Table
-from spark_ext.store.txn import PREPARED, ChangeSet, Pending
+from spark_ext.store.txn import (
+    PREPARED,
+    ChangeSet,
+    Pending,
+    check_memory,
+    exists_error,
+    key_locked_error,
+    move_exists_error,
+    truncating_error,
+    update_setters,
+)
+from spark_ext.store.txn import _ids as _txn_ids
 from spark_ext.store.wal import WriteAheadLog
 
 logger = logging.getLogger(__name__)
@@ -213,19 +250,146 @@ class Store:
         return [i for i, cs in self._in_doubt.items() if cs.state == PREPARED]
 
     def _autocommit(self, t: Table, stage: Callable[[ChangeSet], Any]) -> Any:
-        """Run one staging call and commit it under a single hold of the table lock."""
+        """Run one staging call and commit it under a single hold of the table lock
+        (then, with flush "commit", wait for the fsync with the lock released)."""
+        lsn = 0
         with t.lock:
             cs = ChangeSet(self, autocommit=True)
             result = stage(cs)
             if any(not p.is_empty() for p in cs.pending.values()):
-                cs.commit()
-            return result
+                lsn = cs._commit()
+        self._wait_durable(lsn)
+        return result
+
+    # --- one-row autocommit path ---------------------------------------------------------
+    # A statement writing one row or one key needs no change set: under one hold of the
+    # table lock it runs the checks staging and commit would run, in the same order and
+    # with the same errors (built by the helpers in txn), then logs the same ``commit1``
+    # record and applies it. The point overlay of such a statement holds its key alone,
+    # so "the row as the change set sees it" is the committed row. Each method returns
+    # None, having done nothing, when the change set path must run instead: the Table
+    # object is no longer the store's table of that name (dropped, maybe re-created),
+    # or (inserting and upserting) the table has no primary key.
+
+    def _write_row(self, t: Table, raw: Any, upsert: bool) -> int | None:
+        """Insert or upsert one row (a dict, tuple or list of user columns)."""
+        lock = t.lock
+        lock.acquire()  # acquire/release rather than "with": cheaper on this hot path
+        try:
+            schema = t.schema
+            if schema.hidden_rowid or self.tables.get(t.name) is not t:
+                return None
+            t.check_open()
+            owner = t.truncating
+            if owner is not None:
+                raise truncating_error(t, owner)
+            row = tuple(schema.coerce_row(schema.dict_to_values(raw) if isinstance(raw, dict) else raw))
+            k = schema.key_of(row)
+            owner = t.locks.get(k)
+            if owner is not None:
+                raise key_locked_error(t, k, owner)
+            if not upsert and t.committed_get(k) is not None:
+                raise exists_error(t, k)
+            self._check_row_memory(t)
+            lsn = self._commit_point(t, [(k, row)])
+        finally:
+            lock.release()
+        self._wait_durable(lsn)
+        return 1
+
+    def _delete_key(self, t: Table, raw_key: Any) -> int | None:
+        """Delete the row of one key; 1 if it existed, else 0 (and nothing is logged)."""
+        with t.lock:
+            if self.tables.get(t.name) is not t:
+                return None
+            t.check_open()
+            owner = t.truncating
+            if owner is not None:
+                raise truncating_error(t, owner)
+            k = t.schema.coerce_key(raw_key)
+            owner = t.locks.get(k)
+            if owner is not None:
+                raise key_locked_error(t, k, owner)
+            if t.committed_get(k) is None:
+                return 0
+            lsn = self._commit_point(t, [(k, None)])
+        self._wait_durable(lsn)
+        return 1
+
+    def _update_key(self, t: Table, raw_key: Any, values: Any) -> int | None:
+        """Set columns of the row of one key (a key column change moves the row)."""
+        with t.lock:
+            if self.tables.get(t.name) is not t:
+                return None
+            t.check_open()
+            owner = t.truncating
+            if owner is not None:
+                raise truncating_error(t, owner)
+            schema = t.schema
+            setters = update_setters(t, values)
+            kp = schema.key_positions
+            key_cols_changed = any(i in kp for i, _ in setters)
+            k = schema.coerce_key(raw_key)
+            owner = t.locks.get(k)
+            if owner is not None:
+                raise key_locked_error(t, k, owner)
+            cur = t.committed_get(k)
+            if cur is None:
+                return 0
+            new = list(cur)
+            for i, v in setters:
+                new[i] = v
+            row = tuple(new)
+            nk = schema.key_of(row) if key_cols_changed else k
+            if nk != k:
+                owner = t.locks.get(nk)
+                if owner is not None:
+                    raise key_locked_error(t, nk, owner)
+                if t.committed_get(nk) is not None:
+                    raise move_exists_error(t, k, nk)
+                items: list[tuple[Any, Any]] = [(k, None), (nk, row)]
+            else:
+                items = [(k, row)]
+            self._check_row_memory(t)
+            lsn = self._commit_point(t, items)
+        self._wait_durable(lsn)
+        return 1
+
+    def _check_row_memory(self, t: Table) -> None:
+        """The memory limit check of a change set adding one row to ``t``."""
+        if self.memory_limit_bytes is not None or t.memory_limit_bytes is not None:
+            est = t.buckets[0].row_estimate if t.buckets else 200
+            check_memory(self, [(t.name, t, est, False)])
+
+    def _commit_point(self, t: Table, items: list[tuple[Any, Any]]) -> int:
+        """Log and apply checked point changes of one statement (caller holds t.lock).
+
+        Returns the LSN to pass to :meth:`_wait_durable` once the lock is released.
+        """
+        lsn = 0
+        commit_lock = self._commit_lock
+        commit_lock.acquire()
+        try:
+            if t.persistent and self._wal is not None:
+                # The record Store._commit writes for this change, encoded directly.
+                lsn = self._log_data(encode_point_commit(f"local-{next(_txn_ids)}", t.name, items), wait=False)
+            t.check_open()
+            t.apply(False, items, ())
+        finally:
+            commit_lock.release()
+        return lsn
 
     def _tables_of(self, cs: ChangeSet) -> list[Table]:
         return [cs.pending[n].table for n in sorted(cs.pending)]
 
-    def _commit(self, cs: ChangeSet, one_phase: bool) -> None:
+    def _commit(self, cs: ChangeSet, one_phase: bool) -> int:
+        """Log and apply a change set under its tables' locks.
+
+        Returns the LSN of its record (0: none) for :meth:`_wait_durable`, which the
+        caller runs after releasing every lock it holds.
+        """
         tables = self._tables_of(cs)
+        lsn = 0
         for t in tables:
             t.lock.acquire()
         try:
@@ -234,9 +398,9 @@ class Store:
                 if one_phase:
                     changes = cs.changes()
                     if changes and any(p.table.persistent for p in cs.pending.values()):
-                        self._log(("commit1", cs.id, self._durable(cs, changes)))
+                        lsn = self._log(("commit1", cs.id, self._durable(cs, changes)), wait=False)
                 elif cs.id in self._prepare_lsns:
-                    self._log(("commit", cs.id))
+                    lsn = self._log(("commit", cs.id), wait=False)
                 for p in cs.pending.values():
                     if not p.is_empty():
                         p.table.check_open()
@@ -247,6 +411,17 @@ class Store:
                 t.lock.release()
             self._txns.pop(cs.id, None)
             self._in_doubt.pop(cs.id, None)
+        return lsn
+
+    def _wait_durable(self, lsn: int) -> None:
+        """With flush "commit": return once the log is fsynced through ``lsn``.
+
+        Called by committers after releasing their locks, so that concurrent commits
+        share fsyncs (see the module docstring for what readers may see meanwhile).
+        """
+        if lsn and self.flush == "commit":
+            assert self._wal is not None
+            self._wal.wait_durable(lsn)
 
     def _durable(self, cs: ChangeSet, changes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         persistent = {n for n, p in cs.pending.items() if p.table.persistent}
@@ -258,7 +433,8 @@ class Store:
         changes = self._durable(cs, cs.changes())
         if changes:
             with self._commit_lock:
-                self._prepare_lsns[cs.id] = self._log(("prepare", cs.id, changes))
+                lsn = self._prepare_lsns[cs.id] = self._log(("prepare", cs.id, changes), wait=False)
+            self._wait_durable(lsn)
 
     def _forget(self, cs: ChangeSet) -> None:
         """Drop a finished change set from the registry of named ones (its id is free)."""
@@ -268,19 +444,29 @@ class Store:
             del self._in_doubt[cs.id]
 
     def _log_abort(self, cs: ChangeSet) -> None:
+        lsn = 0
         if cs.id in self._prepare_lsns:
             with self._commit_lock:
-                self._log(("abort", cs.id))
+                lsn = self._log(("abort", cs.id), wait=False)
                 self._prepare_lsns.pop(cs.id, None)
         self._txns.pop(cs.id, None)
         self._in_doubt.pop(cs.id, None)
+        self._wait_durable(lsn)
 
-    def _log(self, record: tuple[Any, ...]) -> int:
+    def _log(self, record: tuple[Any, ...], wait: bool = True) -> int:
+        """Append a record; returns its LSN (0 without a log).
+
+        ``wait=False``: with flush "commit" the record is written but not yet fsynced;
+        the caller must call :meth:`_wait_durable` before acknowledging it.
+        """
         if self._wal is None:
             return 0
-        data = encode_record(record)
+        return self._log_data(encode_record(record), wait)
+
+    def _log_data(self, data: bytes, wait: bool = True) -> int:
+        assert self._wal is not None
         self._log_bytes_since_ckpt += len(data)
-        return self._wal.append(data)
+        return self._wal.append(data, wait=wait)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -423,6 +609,12 @@ class Store:
             finally:
                 for t in reversed(tables):
                     t.lock.release()
+        # The snapshot may hold commits whose records are written but not yet fsynced
+        # (flush "group", or "commit" before its committer's wait). A checkpoint at an
+        # LSN past the durable log would let a power loss cut those records, after which
+        # the log hands their LSNs out again and recovery skips the new records as
+        # "in the checkpoint": make the log durable through the checkpoint LSN first.
+        self._wal.wait_durable(lsn)
         ckpt_dir = self.data_dir / "checkpoints"
         ckpt.write_checkpoint(ckpt_dir, lsn, catalog, contents)
         # Keep the log back to the oldest kept checkpoint: if the newest one turns out

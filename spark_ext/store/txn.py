@@ -146,18 +146,12 @@ class ChangeSet:
     def _check_table_free(self, table: "Table") -> None:
         owner = table.truncating
         if owner is not None and owner is not self:
-            raise ConflictError(
-                f"table {table.name!r} is being truncated by transaction {owner.id}",
-                table=table.name, txn=owner.id,
-            )
+            raise truncating_error(table, owner)
 
     def _check_key_free(self, table: "Table", key: Any) -> None:
         owner = table.locks.get(key)
         if owner is not None and owner is not self:
-            raise ConflictError(
-                f"table {table.name!r}: key {key!r} is locked by transaction {owner.id}",
-                table=table.name, value=repr(key), txn=owner.id,
-            )
+            raise key_locked_error(table, key, owner)
 
     def _current(self, table: "Table", p: Pending, key: Any) -> tuple[Any, ...] | None:
         """The row of ``key`` as this change set sees it (its own changes applied)."""
@@ -235,10 +229,7 @@ class ChangeSet:
                 )
             self._check_key_free(t, k)
             if not upsert and self._current(t, p, k) is not None:
-                raise DuplicateKeyError(
-                    f"table {t.name!r}: a row with key {_show_key(schema, k)} already exists",
-                    table=t.name, column=",".join(schema.key_columns), value=repr(k),
-                )
+                raise exists_error(t, k)
             staged[k] = row
         for k, row in staged.items():
             if k not in p.point:
@@ -323,19 +314,7 @@ class ChangeSet:
             t.check_open()
             self._check_table_free(t)
             schema = t.schema
-            if not values:
-                raise BadArgumentError(f"table {t.name!r}: update needs at least one column to set", table=t.name)
-            setters = []
-            for c, v in values.items():
-                i = schema.column_index(c)
-                if c == ROWID:
-                    raise BadArgumentError(f"table {t.name!r}: the hidden row id cannot be updated", table=t.name)
-                if v is None:
-                    if not schema.nullable[i]:
-                        raise schema._null_error(i)
-                    setters.append((i, None))
-                else:
-                    setters.append((i, schema.coercers[i](v)))
+            setters = update_setters(t, values)
             key_cols_changed = any(i in schema.key_positions for i, _ in setters)
             p = self._pending(t)
             plan: list[tuple[Any, Any, tuple[Any, ...]]] = []
@@ -400,11 +379,7 @@ class ChangeSet:
             if nk != ok:
                 self._check_key_free(t, nk)
                 if nk not in olds and self._current(t, p, nk) is not None:
-                    raise DuplicateKeyError(
-                        f"table {t.name!r}: changing key {_show_key(schema, ok)} to "
-                        f"{_show_key(schema, nk)} would duplicate an existing row",
-                        table=t.name, column=",".join(schema.key_columns), value=repr(nk),
-                    )
+                    raise move_exists_error(t, ok, nk)
         for ok, _, _ in plan:
             if ok not in new_set:
                 self._set(p, ok, None)
@@ -521,36 +496,20 @@ class ChangeSet:
             self.state = PREPARED
 
     def _check_memory(self) -> None:
-        store_limit = self.store.memory_limit_bytes
-        added_total = 0
-        for p in self.pending.values():
-            added = p.added_bytes()
-            added_total += added
-            limit = p.table.memory_limit_bytes
-            if limit is not None and added:
-                cur = 0 if p.truncate else p.table.memory_bytes()
-                if cur + added > limit:
-                    raise MemoryLimitError(
-                        f"table {p.table.name!r} would hold about {cur + added} bytes, over its "
-                        f"limit of {limit} bytes; the change was not applied",
-                        table=p.table.name, value=cur + added,
-                    )
-        if store_limit is not None and added_total:
-            cur = self.store.memory_bytes()
-            if cur + added_total > store_limit:
-                names = sorted(n for n, p in self.pending.items() if p.added_bytes())
-                raise MemoryLimitError(
-                    f"the store would hold about {cur + added_total} bytes, over its limit of "
-                    f"{store_limit} bytes; the change to table(s) {', '.join(map(repr, names))} "
-                    "was not applied",
-                    table=",".join(names), value=cur + added_total,
-                )
+        check_memory(self.store, [(n, p.table, p.added_bytes(), p.truncate) for n, p in self.pending.items()])
 
     def commit(self) -> None:
         """Apply every staged change at once and release the locks.
 
-        Open change sets are checked and committed in one step.
+        Open change sets are checked and committed in one step. With flush "commit"
+        this returns once the commit record is fsynced; the change is visible from the
+        moment it is applied, just before (see :mod:`spark_ext.store.store`).
         """
+        self.store._wait_durable(self._commit())
+
+    def _commit(self) -> int:
+        """:meth:`commit` but the wait for durability: returns the LSN to wait for
+        (0: none), which the caller waits for after releasing its table locks."""
         with self._mutex:
             if self.state == OPEN:
                 self._check_memory()
@@ -559,9 +518,10 @@ class ChangeSet:
                 one_phase = False
             else:
                 raise TransactionStateError(f"transaction {self.id} is {self.state}; it cannot commit", txn=self.id)
-            self.store._commit(self, one_phase)
+            lsn = self.store._commit(self, one_phase)
             self._release()
             self.state = COMMITTED
+            return lsn
 
     def abort(self) -> None:
         """Discard every staged change and release the locks. Idempotent."""
@@ -602,6 +562,91 @@ class ChangeSet:
                 (name, p.truncate, list(p.point.items()), [(b.live_batch(), b.upsert) for b in p.bulks])
             )
         return out
+
+
+# --- checks shared with the one-row autocommit path (Store._write_row & co.) ------------
+# Both paths build their errors here, so a statement is refused with the same error and
+# message whichever path it takes.
+
+
+def truncating_error(table: "Table", owner: "ChangeSet") -> ConflictError:
+    return ConflictError(
+        f"table {table.name!r} is being truncated by transaction {owner.id}",
+        table=table.name, txn=owner.id,
+    )
+
+
+def key_locked_error(table: "Table", key: Any, owner: "ChangeSet") -> ConflictError:
+    return ConflictError(
+        f"table {table.name!r}: key {key!r} is locked by transaction {owner.id}",
+        table=table.name, value=repr(key), txn=owner.id,
+    )
+
+
+def exists_error(t: "Table", k: Any) -> DuplicateKeyError:
+    schema = t.schema
+    return DuplicateKeyError(
+        f"table {t.name!r}: a row with key {_show_key(schema, k)} already exists",
+        table=t.name, column=",".join(schema.key_columns), value=repr(k),
+    )
+
+
+def move_exists_error(t: "Table", ok: Any, nk: Any) -> DuplicateKeyError:
+    schema = t.schema
+    return DuplicateKeyError(
+        f"table {t.name!r}: changing key {_show_key(schema, ok)} to "
+        f"{_show_key(schema, nk)} would duplicate an existing row",
+        table=t.name, column=",".join(schema.key_columns), value=repr(nk),
+    )
+
+
+def update_setters(t: "Table", values: Mapping[str, Any]) -> list[tuple[int, Any]]:
+    """``(position, engine value)`` for each column an update sets, checked. O(columns)."""
+    schema = t.schema
+    if not values:
+        raise BadArgumentError(f"table {t.name!r}: update needs at least one column to set", table=t.name)
+    setters = []
+    for c, v in values.items():
+        i = schema.column_index(c)
+        if c == ROWID:
+            raise BadArgumentError(f"table {t.name!r}: the hidden row id cannot be updated", table=t.name)
+        if v is None:
+            if not schema.nullable[i]:
+                raise schema._null_error(i)
+            setters.append((i, None))
+        else:
+            setters.append((i, schema.coercers[i](v)))
+    return setters
+
+
+def check_memory(store: "Store", entries: list[tuple[str, "Table", int, bool]]) -> None:
+    """Refuse a change that would take a table or the store past its memory limit.
+
+    ``entries``: per table changed, ``(name, table, estimated bytes added, truncates)``.
+    """
+    store_limit = store.memory_limit_bytes
+    added_total = 0
+    for _, table, added, truncate in entries:
+        added_total += added
+        limit = table.memory_limit_bytes
+        if limit is not None and added:
+            cur = 0 if truncate else table.memory_bytes()
+            if cur + added > limit:
+                raise MemoryLimitError(
+                    f"table {table.name!r} would hold about {cur + added} bytes, over its "
+                    f"limit of {limit} bytes; the change was not applied",
+                    table=table.name, value=cur + added,
+                )
+    if store_limit is not None and added_total:
+        cur = store.memory_bytes()
+        if cur + added_total > store_limit:
+            names = sorted(n for n, _, added, _ in entries if added)
+            raise MemoryLimitError(
+                f"the store would hold about {cur + added_total} bytes, over its limit of "
+                f"{store_limit} bytes; the change to table(s) {', '.join(map(repr, names))} "
+                "was not applied",
+                table=",".join(names), value=cur + added_total,
+            )
 
 
 def _batch_row(batch: pa.RecordBatch, pos: int) -> tuple[Any, ...]:

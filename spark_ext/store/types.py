@@ -70,6 +70,11 @@ _DECIMAL_RE = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 INTEGER_TYPES = frozenset({"int8", "int16", "int32", "int64"})
 
 
+def int_range(name: str) -> tuple[int, int]:
+    """``(min, max)`` of an integer type name (``int8`` ... ``int64``). O(1)."""
+    return _INT_RANGES[name]
+
+
 def type_name(t: pa.DataType) -> str:
     """The stable name of a supported Arrow type. O(1).
 

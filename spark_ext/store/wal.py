@@ -19,7 +19,9 @@ Flush policies (``flush=``):
 
 * ``"commit"``: ``append`` returns after the record is written and fsynced. Concurrent
   appenders share fsyncs (group commit): whoever holds the sync lock fsyncs everything
-  written so far, and the others find their record already durable.
+  written so far, and the others find their record already durable. ``append(...,
+  wait=False)`` followed by :meth:`WriteAheadLog.wait_durable` splits the two steps, so
+  a caller can release its own locks in between (the store does, for commits).
 * ``"group"``: ``append`` returns once the record is written to the OS (one ``writev``,
   no user-space buffer), so a process crash loses nothing; a daemon thread fsyncs every
   ``group_interval_ms`` when there is unsynced data, so a power loss loses at most
@@ -349,7 +351,7 @@ class WriteAheadLog:
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, payload: bytes | bytearray | memoryview) -> int:
+    def append(self, payload: bytes | bytearray | memoryview, *, wait: bool = True) -> int:
         """Append one record and return its LSN.
 
         Complexity: O(n) in the payload size (one CRC pass, one ``writev``); in
@@ -357,6 +359,11 @@ class WriteAheadLog:
 
         Args:
             payload: the record's bytes (at most 4 GiB - 1).
+            wait: in ``"commit"`` mode, False returns as soon as the record is written
+                to the OS, without the fsync: the caller must then call
+                :meth:`wait_durable` with the LSN before treating the record as
+                durable. This lets a caller release its own locks before waiting, so
+                that concurrent appenders share one fsync. Ignored in other modes.
 
         Returns:
             The record's LSN, one more than the previous record's.
@@ -387,9 +394,24 @@ class WriteAheadLog:
             active.end += HEADER_SIZE + size
             active.last_lsn = lsn
             self._last_lsn = lsn
-        if self._flush == "commit":
+        if wait and self._flush == "commit":
             self._sync_through(lsn)
         return lsn
+
+    def wait_durable(self, lsn: int) -> None:
+        """Return once every record up to ``lsn`` is fsynced, in any flush mode.
+
+        O(1) when it already is; otherwise one fsync of everything written so far,
+        shared with concurrent callers: whoever holds the sync lock fsyncs every record
+        written up to then, and the callers that waited for it find their records
+        durable. ``lsn`` must be one :meth:`append` returned (or ``last_lsn``).
+
+        Raises:
+            WalError: the fsync failed (the log then refuses further appends), or the
+                log was closed before the records were fsynced.
+        """
+        if self._durable_lsn < lsn:
+            self._sync_through(lsn)
 
     def sync(self) -> None:
         """Fsync every record appended so far, in any flush mode.

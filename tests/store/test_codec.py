@@ -20,6 +20,7 @@ from spark_ext.store.codec import (
     IpcBatch,
     batch_to_ipc,
     decode_record,
+    encode_point_commit,
     encode_record,
     ipc_to_batch,
 )
@@ -338,3 +339,85 @@ def test_speed_sanity() -> None:
     back = decode_record(encode_record(("bulk", batch)))
     print(f"200k-row batch round trip {1e3 * (time.perf_counter() - start):.1f} ms")
     assert back[1].equals(batch)
+
+
+# --- encode_point_commit: the one-row commit record, written directly ------------------
+
+
+def _point_record(txn: str, table: str, items: list[Any]) -> Any:
+    return ("commit1", txn, [(table, False, items, [])])
+
+
+def _same_as_pickled(txn: str, table: str, items: list[Any]) -> None:
+    fast = decode_record(encode_point_commit(txn, table, items))
+    ref = decode_record(encode_record(_point_record(txn, table, items)))
+    assert _equal(fast, ref), (fast, ref)
+    for a, b in zip(_leaves(fast), _leaves(ref)):
+        if isinstance(a, datetime.datetime):
+            assert a.fold == b.fold and (a.tzinfo is UTC) == (b.tzinfo is UTC)
+
+
+def _leaves(x: Any) -> Any:
+    if isinstance(x, (list, tuple)):
+        for y in x:
+            yield from _leaves(y)
+    else:
+        yield x
+
+
+POINT_VALUES: list[Any] = [
+    v for v in SCALARS if not isinstance(v, datetime.timedelta)
+] + [
+    float("nan"), 255, 256, 65535, 65536, -1, -(2**31), 2**31 - 1, 2**31, -(2**31) - 1, 2**2000,
+    "x" * 255, "é" * 128, "y" * 70000, b"z" * 255, b"z" * 256,
+    decimal.Decimal("NaN"), decimal.Decimal("-Infinity"), decimal.Decimal("1.20E+5"), decimal.Decimal("-0"),
+    datetime.datetime(2021, 11, 7, 1, 30, fold=1), datetime.datetime.min, datetime.datetime.max.replace(tzinfo=UTC),
+    datetime.datetime(1, 1, 1, tzinfo=datetime.timezone(datetime.timedelta(0), "named")),
+    "\ud800 lone surrogate",
+]
+
+
+@pytest.mark.parametrize("value", POINT_VALUES, ids=lambda v: f"{type(v).__name__}:{v!r}"[:60])
+def test_point_commit_decodes_like_the_pickled_record(value: Any) -> None:
+    _same_as_pickled("local-1", "t", [(1, (1, value, None)), (value, None), ((value, 2), (value, 2, value))])
+
+
+def test_point_commit_shapes() -> None:
+    import random
+
+    rng = random.Random(5)
+    for n_items in range(4):
+        for _ in range(50):
+            items = []
+            for _ in range(n_items):
+                width = rng.randrange(7)
+                row = tuple(rng.choice(POINT_VALUES) for _ in range(width))
+                key = rng.choice([rng.randrange(-10**12, 10**12), "k", ("a", 1), (1, 2, 3, 4)])
+                items.append((key, rng.choice([row, None])))
+            _same_as_pickled(rng.choice(["local-9", "é" * 300, ""]), rng.choice(["t", "ns.table"]), items)
+
+
+@pytest.mark.parametrize("value", [_Custom(), [1], {"a": 1}, datetime.timedelta(1), 3 + 1j], ids=repr)
+def test_point_commit_falls_back_and_refuses_alike(value: Any) -> None:
+    items = [(1, (1, value))]
+    try:
+        ref = encode_record(_point_record("x", "t", items))
+    except CodecError as e:
+        with pytest.raises(CodecError, match=str(e)[:30]):
+            encode_point_commit("x", "t", items)
+    else:
+        assert _equal(decode_record(encode_point_commit("x", "t", items)), decode_record(ref))
+
+
+def test_point_commit_refuses_subclasses_like_encode_record() -> None:
+    class MyInt(int):
+        pass
+
+    class MyDT(datetime.datetime):
+        pass
+
+    for v in (MyInt(3), MyDT(2024, 1, 1)):
+        with pytest.raises(CodecError):
+            encode_point_commit("x", "t", [(1, (v,))])
+        with pytest.raises(CodecError):
+            encode_point_commit("x", "t", [(v, None)])

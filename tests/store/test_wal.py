@@ -282,6 +282,74 @@ def test_commit_mode_fsyncs_every_append(opened: Callable[..., WriteAheadLog], f
         assert log.durable_lsn == lsn
 
 
+def test_append_without_wait_then_wait_durable(
+    opened: Callable[..., WriteAheadLog], fsync_calls: list[int]
+) -> None:
+    log = opened(flush="commit")
+    fsync_calls.clear()
+    lsns = [log.append(b"r%d" % i, wait=False) for i in range(3)]
+    assert lsns == [1, 2, 3]
+    assert fsync_calls == [] and log.durable_lsn == 0
+    log.wait_durable(2)  # one fsync covers everything written so far
+    assert len(fsync_calls) == 1 and log.durable_lsn == 3
+    log.wait_durable(1)
+    log.wait_durable(3)
+    assert len(fsync_calls) == 1
+    assert log.append(b"x") == 4 and log.durable_lsn == 4  # wait=True as before
+    assert len(fsync_calls) == 2
+
+
+def test_wait_durable_in_other_modes(opened: Callable[..., WriteAheadLog], fsync_calls: list[int]) -> None:
+    for mode in ("group", "off"):
+        log = opened(flush=mode, group_interval_ms=60_000)
+        fsync_calls.clear()
+        lsn = log.append(b"x", wait=False)
+        assert fsync_calls == []
+        log.wait_durable(lsn)
+        assert log.durable_lsn >= lsn and len(fsync_calls) == 1
+        log.close()
+
+
+def test_concurrent_waiters_share_an_fsync(
+    opened: Callable[..., WriteAheadLog], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While one waiter is inside fsync, records appended by others are covered by the
+    next single fsync, whoever of them makes it."""
+    import threading
+
+    log = opened(flush="commit")
+    real = os.fsync
+    calls: list[int] = []
+    inside, release = threading.Event(), threading.Event()
+
+    def gated(fd: int) -> None:
+        if not stat.S_ISDIR(os.fstat(fd).st_mode):
+            calls.append(fd)
+            if len(calls) == 1:
+                inside.set()
+                assert release.wait(30)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", gated)
+    first = threading.Thread(target=lambda: log.wait_durable(log.append(b"a", wait=False)))
+    first.start()
+    assert inside.wait(30)
+    lsns: list[int] = []
+    others = []
+    for i in range(4):
+        lsn = log.append(b"b%d" % i, wait=False)  # appends are not blocked by the fsync
+        lsns.append(lsn)
+        others.append(threading.Thread(target=log.wait_durable, args=(lsn,)))
+    for th in others:
+        th.start()
+    assert log.durable_lsn == 0 and all(th.is_alive() for th in others)
+    release.set()
+    for th in [first, *others]:
+        th.join(30)
+    assert log.durable_lsn == 5
+    assert len(calls) == 2  # the first waiter's fsync, then one for the other four
+
+
 def test_group_mode_syncs_in_background(
     opened: Callable[..., WriteAheadLog], wal_dir: Path, fsync_calls: list[int]
 ) -> None:
