@@ -223,8 +223,21 @@ class Store:
             self._log(("drop_index", t.name, name))
 
     def memory_bytes(self) -> int:
-        """Estimated bytes held by every table. O(tables x buckets)."""
-        return sum(t.memory_bytes() for t in list(self.tables.values()))
+        """Estimated bytes held by every table. O(tables x buckets).
+
+        Reads each table without its lock: a committer checking the store-wide limit
+        holds its own table's lock, and taking the others' here could deadlock with a
+        committer on another table. An estimate read mid-change is good enough for a limit.
+        """
+        total = 0
+        for t in list(self.tables.values()):
+            for _ in range(3):
+                try:
+                    total += sum(b.memory_bytes() for b in list(t.buckets))
+                    break
+                except RuntimeError:  # a dict changed size while read: read again
+                    continue
+        return total
 
     # --- change sets --------------------------------------------------------------------
 
@@ -409,8 +422,7 @@ class Store:
         finally:
             for t in reversed(tables):
                 t.lock.release()
-            self._txns.pop(cs.id, None)
-            self._in_doubt.pop(cs.id, None)
+            self._forget(cs)  # by identity: an autocommit id may equal a user's txn id
         return lsn
 
     def _wait_durable(self, lsn: int) -> None:
@@ -449,8 +461,7 @@ class Store:
             with self._commit_lock:
                 lsn = self._log(("abort", cs.id), wait=False)
                 self._prepare_lsns.pop(cs.id, None)
-        self._txns.pop(cs.id, None)
-        self._in_doubt.pop(cs.id, None)
+        self._forget(cs)
         self._wait_durable(lsn)
 
     def _log(self, record: tuple[Any, ...], wait: bool = True) -> int:

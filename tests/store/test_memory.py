@@ -168,3 +168,45 @@ def test_compacted_int_key_table_is_within_2x_of_arrow_size(store: Store) -> Non
     # Reads still work on the compacted table.
     assert t.get(int(ids[5])) is not None or int(ids[5]) % 10 == 0
     assert t.scan(where=col("id") == 11).count() == 1
+
+
+def test_store_limit_check_does_not_deadlock_across_tables() -> None:
+    """Two committers on different tables under a store-wide limit both finish."""
+    import threading
+
+    from spark_ext.store import Store
+
+    s = Store(background=False, memory_limit_bytes=1 << 30)
+    a = s.create_table("a", [("id", "int64")], primary_key="id")
+    b = s.create_table("b", [("id", "int64")], primary_key="id")
+    done = []
+
+    def writer(t, base):
+        for i in range(300):
+            with s.begin() as cs:
+                cs.insert(t.name, [(base + i,)])
+        done.append(t.name)
+
+    ths = [threading.Thread(target=writer, args=(a, 0)), threading.Thread(target=writer, args=(b, 0))]
+    for th in ths:
+        th.start()
+    for th in ths:
+        th.join(60)
+    assert sorted(done) == ["a", "b"] and a.count() == 300 and b.count() == 300
+    s.close()
+
+
+def test_finishing_a_change_set_does_not_drop_a_user_transaction_with_the_same_id() -> None:
+    from spark_ext.store import Store
+
+    s = Store(background=False)
+    t = s.create_table("t", [("id", "int64")], primary_key="id")
+    anonymous = s.begin()  # gets a generated id such as local-7; not registered by name
+    named = s.begin(anonymous.id)  # a user may pick that very name
+    anonymous.insert("t", [(1,)])
+    anonymous.commit()
+    assert s.transaction(named.id) is named  # still there: forgotten by identity, not by id
+    named.insert("t", [(2,)])
+    named.commit()
+    assert t.count() == 2
+    s.close()
