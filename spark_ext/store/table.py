@@ -325,9 +325,9 @@ class Table:
             for bno in np.unique(bks).tolist():
                 sub = batch.filter(pa.array(bks == bno))
                 bucket = self.buckets[bno]
-                if not truncate:
-                    # A key staged by this change set may be live already (upsert), or
-                    # an earlier version was deleted by the same set: drop old versions.
+                if upsert and not truncate:
+                    # A key of an upsert may be live already, or an insert brings back
+                    # a key its change set deleted (flagged as upsert): drop old versions.
                     if schema.int_key:
                         bucket.remove_keys_vectorized(batch_key_array(schema, sub))
                     else:

@@ -173,6 +173,8 @@ class ChangeSet:
                 locks[k] = self
 
     def _kill_in_bulks(self, p: Pending, key: Any) -> None:
+        if not p.bulks or (self._register and p.table.locks.get(key) is not self):
+            return  # not staged by this set: no bulk of it holds the key
         for b in p.bulks:
             pos = b.find(key)
             if pos >= 0:
@@ -265,33 +267,51 @@ class ChangeSet:
                     f"table {t.name!r}: a row with key {_show_key(schema, dup)} already exists",
                     table=t.name, column=",".join(schema.key_columns), value=repr(dup),
                 )
-        # Earlier changes of this set to the same keys are superseded.
-        if p.point:
-            for k in [k for k in p.point if k in set(keys)] if len(p.point) < n else [k for k in keys if k in p.point]:
-                del p.point[k]
+        # Earlier changes of this set to the same keys are superseded. A key this set
+        # staged is locked by it: if it is not in the point overlay it is live in a bulk.
+        # (Looking keys up in the locks keeps a statement of many parts linear.)
+        again: list[Any] = []
         if p.bulks:
-            key_set = set(keys)
+            if self._register:
+                locks = t.locks
+                again = [k for k in keys if locks.get(k) is self and k not in p.point]
+            else:
+                again = keys
+        replaces = False  # an insert of a key this set deleted: the committed row must go
+        if p.point:
+            point = p.point
+            hit = [k for k in point if k in set(keys)] if len(point) < n else [k for k in keys if k in point]
+            for k in hit:
+                if point[k] is None:
+                    replaces = True
+                del point[k]
+        for k in again:
             for b in p.bulks:
-                for i, k in enumerate(b.keys):
-                    if k in key_set:
-                        b.kill(i)
-        p.bulks.append(Bulk(batch=batch, upsert=upsert, keys=keys))
+                pos = b.find(k)
+                if pos >= 0:
+                    b.kill(pos)
+        # ``upsert`` on a bulk also tells apply() to drop older versions of its keys;
+        # a plain insert of keys checked absent skips that search.
+        p.bulks.append(Bulk(batch=batch, upsert=upsert or replaces, keys=keys))
         self._lock(t, keys)
         return n
 
     def _first_existing(self, t: "Table", p: Pending, batch: pa.RecordBatch, keys: list[Any]) -> Any:
         """First key of ``keys`` already live in this change set's view, or None."""
-        key_set: set[Any] | None = None
-        for k, row in p.point.items():
-            if row is not None:
-                key_set = key_set if key_set is not None else set(keys)
-                if k in key_set:
-                    return k
-        for b in p.bulks:
-            key_set = key_set if key_set is not None else set(keys)
-            for i, k in enumerate(b.keys):
-                if k in key_set and (b.live is None or b.live[i]):
-                    return k
+        if p.bulks and not self._register:  # (autocommit stages one call: not reached)
+            key_set = set(keys)
+            for b in p.bulks:
+                for i, k in enumerate(b.keys):
+                    if k in key_set and (b.live is None or b.live[i]):
+                        return k
+        if p.point or p.bulks:
+            point, locks = p.point, t.locks
+            for k in keys:
+                if k in point:
+                    if point[k] is not None:
+                        return k
+                elif self._register and locks.get(k) is self:
+                    return k  # live in a bulk this set staged earlier
         if p.truncate:
             return None
         deleted_here = {k for k, r in p.point.items() if r is None}
