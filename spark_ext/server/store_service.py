@@ -20,6 +20,7 @@ from spark_ext.exceptions import (
     BadArgumentError,
     NoSuchTableError,
 )
+from spark_ext.server import scan_aggregates
 from spark_ext.server.tcp import FrameServer, Session
 from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store, Table
@@ -300,8 +301,20 @@ class StoreService:
         t = self._table(m)
         cols = _field(m, "columns", list, None)
         limit = _field(m, "limit", int, None)
+        schema = t.schema
+        agg = scan_aggregates.parse(t.name, schema.storage_schema, schema.column_names, m)
+        if agg is not None:
+            # Partial aggregates of the rows scanned here (section 10.2): one frame.
+            cols = agg.input_columns() or [schema.column_names[0]]
+            sc = t.scan(columns=cols, where=self._where(m), buckets=self._scan_buckets(t, m))
+            return self._aggregate_scan(f, t, agg, sc)
         sc = t.scan(columns=cols, where=self._where(m), limit=limit, buckets=self._scan_buckets(t, m))
         return self._stream_scan(f, sc)
+
+    def _aggregate_scan(self, f: Frame, t: Table, agg: Any, sc: Any) -> Iterator[Frame]:
+        result = scan_aggregates.compute(t.name, agg, sc.schema, sc)
+        meta = {"rows_examined": sc.rows_examined, "access_path": sc.access_path, "groups": result.num_rows}
+        yield Frame(f.kind, f.request_id, meta, write_ipc_stream(result.to_batches(), result.schema), int(Flags.HAS_ARROW))
 
     def _stream_scan(self, f: Frame, sc: Any) -> Iterator[Frame]:
         pending: list[pa.RecordBatch] = []

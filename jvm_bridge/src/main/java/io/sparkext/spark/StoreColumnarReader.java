@@ -19,6 +19,7 @@ import org.apache.spark.sql.vectorized.ColumnarBatch;
 
 import java.io.ByteArrayInputStream;
 import java.io.IOException;
+import java.util.List;
 
 /** Streams SCAN frames of one bucket and hands Spark the Arrow vectors as ColumnarBatches. */
 final class StoreColumnarReader implements PartitionReader<ColumnarBatch> {
@@ -29,6 +30,8 @@ final class StoreColumnarReader implements PartitionReader<ColumnarBatch> {
   private boolean streamDone;
   private ArrowStreamReader reader;
   private ColumnarBatch current;
+  /** With an aggregation: the reply's expected columns (the group columns, then agg0, agg1, ...). */
+  private String[] replyNames;
 
   StoreColumnarReader(StoreReaderFactory f, BucketPartition p) {
     this.f = f;
@@ -36,9 +39,18 @@ final class StoreColumnarReader implements PartitionReader<ColumnarBatch> {
     this.allocator = ArrowIO.allocator("spark-ext-scan-" + f.table + "-" + p.bucket);
     ObjectNode m = Json.obj();
     m.put("table", f.table);
-    var cols = m.putArray("columns");
-    if (f.columns.length == 0) cols.add(f.anyColumn);
-    for (String c : f.columns) cols.add(c);
+    if (f.aggregation != null) {
+      ObjectNode a = Json.parse(f.aggregation);
+      m.setAll(a); // group_by, aggregates: the reply is one row per group
+      java.util.List<String> names = new java.util.ArrayList<>();
+      a.path("group_by").forEach(g -> names.add(g.asText()));
+      for (int j = 0; j < a.path("aggregates").size(); j++) names.add("agg" + j);
+      replyNames = names.toArray(new String[0]);
+    } else {
+      var cols = m.putArray("columns");
+      if (f.columns.length == 0) cols.add(f.anyColumn);
+      for (String c : f.columns) cols.add(c);
+    }
     if (f.where != null) m.set("where", Json.parseAny(f.where));
     if (f.limit != null) m.put("limit", f.limit);
     m.putArray("buckets").add(p.bucket);
@@ -81,6 +93,13 @@ final class StoreColumnarReader implements PartitionReader<ColumnarBatch> {
     while (true) {
       if (reader != null && reader.loadNextBatch()) {
         VectorSchemaRoot root = reader.getVectorSchemaRoot();
+        if (f.aggregation != null) {
+          checkAggregateReply(root);
+          ColumnVector[] vs = new ColumnVector[f.replyIndex.length];
+          for (int i = 0; i < vs.length; i++) vs[i] = new ArrowColumnVector(root.getVector(f.replyIndex[i]));
+          current = new ColumnarBatch(vs, root.getRowCount());
+          return true;
+        }
         ColumnVector[] vs = new ColumnVector[f.columns.length];
         for (int i = 0; i < vs.length; i++) {
           FieldVector v = root.getVector(f.columns[i]);
@@ -91,6 +110,19 @@ final class StoreColumnarReader implements PartitionReader<ColumnarBatch> {
         return true;
       }
       if (!nextFrame()) return false;
+    }
+  }
+
+  /** A server that ignored group_by/aggregates would answer rows: never read those as aggregates. */
+  private void checkAggregateReply(VectorSchemaRoot root) {
+    List<FieldVector> vs = root.getFieldVectors();
+    boolean ok = vs.size() == replyNames.length;
+    for (int i = 0; ok && i < vs.size(); i++) ok = vs.get(i).getName().equals(replyNames[i]);
+    if (!ok) {
+      List<String> got = new java.util.ArrayList<>();
+      vs.forEach(v -> got.add(v.getName()));
+      throw new IllegalStateException("the aggregate SCAN reply for " + f.table + " has columns " + got + ", expected "
+          + java.util.Arrays.toString(replyNames) + ": does its store server support SCAN aggregates (protocol section 10.2)?");
     }
   }
 

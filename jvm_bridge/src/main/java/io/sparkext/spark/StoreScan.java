@@ -2,6 +2,7 @@ package io.sparkext.spark;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.sparkext.wire.Endpoint;
 import io.sparkext.wire.Json;
 import io.sparkext.wire.ServerAddr;
@@ -33,11 +34,12 @@ public class StoreScan implements Scan, Batch, SupportsReportPartitioning {
   private final List<Predicate> pushed;
   private final Integer limit;
   private final TreeSet<Integer> buckets;
-  private final int countStars;
+  /** Non-null: each bucket answers partial aggregates instead of rows. */
+  private final PushedAggregation agg;
 
   StoreScan(Endpoint endpoint, TableMeta meta, StructType schema, List<JsonNode> conjuncts, List<Predicate> pushed,
-            Integer limit, int countStars) {
-    this.countStars = countStars;
+            Integer limit, PushedAggregation agg) {
+    this.agg = agg;
     this.endpoint = endpoint;
     this.meta = meta;
     this.schema = schema;
@@ -67,7 +69,7 @@ public class StoreScan implements Scan, Batch, SupportsReportPartitioning {
     sb.append(" PushedFilters: ").append(Arrays.toString(pushed.toArray()));
     if (!conjuncts.isEmpty()) sb.append(", where: ").append(whereJson());
     if (limit != null) sb.append(", PushedLimit: ").append(limit);
-    if (countStars > 0) sb.append(", PushedAggregates: [COUNT(*)]");
+    if (agg != null) sb.append(", ").append(agg.describe());
     sb.append(", buckets: ").append(buckets == null ? "all " + meta.numBuckets : buckets.toString());
     return sb.toString();
   }
@@ -78,13 +80,13 @@ public class StoreScan implements Scan, Batch, SupportsReportPartitioning {
   private int numPartitions() {
     int n = 0;
     for (int b = 0; b < meta.numBuckets; b++) if (buckets == null || buckets.contains(b)) n++;
-    return n;
+    return n == 0 && agg != null && agg.groupBy.isEmpty() ? 1 : n;
   }
 
   /** Keyed tables report bucket(n, key...) partitioning: one partition per bucket, keyed by its number. */
   @Override
   public Partitioning outputPartitioning() {
-    if (meta.hiddenRowId() || countStars > 0) return new UnknownPartitioning(numPartitions());
+    if (meta.hiddenRowId() || agg != null) return new UnknownPartitioning(numPartitions());
     for (String k : meta.primaryKey) {
       boolean present = false;
       for (String f : schema.fieldNames()) present |= f.equalsIgnoreCase(k);
@@ -104,13 +106,22 @@ public class StoreScan implements Scan, Batch, SupportsReportPartitioning {
       ServerAddr s = meta.serverOf(b);
       out.add(new BucketPartition(b, s.host, s.port));
     }
+    if (out.isEmpty() && agg != null && agg.groupBy.isEmpty()) {
+      // Spark merges COUNT partials with SUM, which is NULL over no rows: one bucket (whose
+      // rows the predicate cannot match either) answers the count 0 row.
+      ServerAddr s = meta.serverOf(0);
+      out.add(new BucketPartition(0, s.host, s.port));
+    }
     return out.toArray(new InputPartition[0]);
   }
 
   @Override
   public PartitionReaderFactory createReaderFactory() {
-    if (countStars > 0) {
-      return new StoreReaderFactory(endpoint, meta.fullName, new String[0], whereJson(), null, meta.columnNames.get(0), countStars);
+    if (agg != null) {
+      ObjectNode req = Json.obj();
+      agg.addTo(req);
+      return new StoreReaderFactory(endpoint, meta.fullName, new String[0], whereJson(), null, meta.columnNames.get(0),
+          req.toString(), agg.replyIndex);
     }
     String[] cols = new String[schema.fields().length];
     String[] types = new String[cols.length];
@@ -119,6 +130,6 @@ public class StoreScan implements Scan, Batch, SupportsReportPartitioning {
       cols[i] = f.name().equals(StoreTable.ROWID) ? StoreTable.ROWID : meta.columnNames.get(meta.columnIndex(f.name()));
       types[i] = meta.typeOf(cols[i]);
     }
-    return new StoreReaderFactory(endpoint, meta.fullName, cols, whereJson(), limit, meta.columnNames.get(0), 0);
+    return new StoreReaderFactory(endpoint, meta.fullName, cols, whereJson(), limit, meta.columnNames.get(0), null, null);
   }
 }

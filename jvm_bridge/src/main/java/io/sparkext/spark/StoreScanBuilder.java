@@ -9,18 +9,14 @@ import org.apache.spark.sql.connector.read.ScanBuilder;
 import org.apache.spark.sql.connector.read.SupportsPushDownLimit;
 import org.apache.spark.sql.connector.read.SupportsPushDownRequiredColumns;
 import org.apache.spark.sql.connector.read.SupportsPushDownV2Filters;
-import org.apache.spark.sql.connector.expressions.aggregate.AggregateFunc;
 import org.apache.spark.sql.connector.expressions.aggregate.Aggregation;
-import org.apache.spark.sql.connector.expressions.aggregate.CountStar;
 import org.apache.spark.sql.connector.read.SupportsPushDownAggregates;
-import org.apache.spark.sql.types.DataTypes;
-import org.apache.spark.sql.types.StructField;
 import org.apache.spark.sql.types.StructType;
 
 import java.util.ArrayList;
 import java.util.List;
 
-/** Filters, columns and limits pushed to the store servers. */
+/** Filters, columns, limits and aggregates pushed to the store servers. */
 public class StoreScanBuilder implements ScanBuilder, SupportsPushDownV2Filters, SupportsPushDownRequiredColumns,
     SupportsPushDownLimit, SupportsPushDownAggregates {
   private final Endpoint endpoint;
@@ -29,7 +25,7 @@ public class StoreScanBuilder implements ScanBuilder, SupportsPushDownV2Filters,
   private final List<Predicate> pushed = new ArrayList<>();
   private final List<JsonNode> conjuncts = new ArrayList<>();
   private Integer limit;
-  private int countStars;
+  private PushedAggregation agg;
   private final boolean aggregates;
 
   public StoreScanBuilder(Endpoint endpoint, TableMeta meta, StructType schema) {
@@ -76,13 +72,18 @@ public class StoreScanBuilder implements ScanBuilder, SupportsPushDownV2Filters,
   @Override
   public boolean isPartiallyPushed() { return true; }
 
-  /** COUNT(*) (without GROUP BY) is answered by the servers' COUNT: no rows travel. */
+  /**
+   * COUNT(*), COUNT(col), SUM, MIN, MAX (AVG arrives as SUM and COUNT) grouped by plain
+   * columns are computed per bucket by the servers; Spark merges the partial results.
+   * Anything else is refused and Spark aggregates the rows itself (see PushedAggregation).
+   */
   @Override
   public boolean pushAggregation(Aggregation aggregation) {
-    if (!aggregates || aggregation.groupByExpressions().length > 0) return false;
-    for (AggregateFunc f : aggregation.aggregateExpressions()) if (!(f instanceof CountStar)) return false;
-    countStars = aggregation.aggregateExpressions().length;
-    return countStars > 0;
+    if (!aggregates) return false;
+    PushedAggregation p = PushedAggregation.of(meta, aggregation);
+    if (p == null) return false;
+    agg = p;
+    return true;
   }
 
   @Override
@@ -90,12 +91,8 @@ public class StoreScanBuilder implements ScanBuilder, SupportsPushDownV2Filters,
 
   @Override
   public Scan build() {
-    if (countStars > 0) {
-      StructField[] fs = new StructField[countStars];
-      for (int i = 0; i < fs.length; i++) fs[i] = DataTypes.createStructField("count_star_" + i, DataTypes.LongType, false);
-      return new StoreScan(endpoint, meta, new StructType(fs), conjuncts, pushed, null, countStars);
-    }
-    StoreScan scan = new StoreScan(endpoint, meta, required, conjuncts, pushed, limit, 0);
+    if (agg != null) return new StoreScan(endpoint, meta, agg.schema, conjuncts, pushed, null, agg);
+    StoreScan scan = new StoreScan(endpoint, meta, required, conjuncts, pushed, limit, null);
     if (aggregates && localPointReads && scan.pointBuckets() != null && scan.pointBuckets().size() <= 16) {
       return new StoreLocalScan(scan);
     }
