@@ -48,7 +48,10 @@ bench-server: venv
 	 $$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq redis-server >/dev/null; }
 	$(PY) -m bench.server_bench
 
-bench: bench-engine bench-server
+bench-spark: venv jar
+	$(PY) -m bench.spark_bench
+
+bench: bench-engine bench-server bench-spark
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache
