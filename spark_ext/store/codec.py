@@ -25,8 +25,6 @@ already acknowledged.
 
 from __future__ import annotations
 
-from spark_ext.exceptions import StorageError
-
 import datetime
 import decimal
 import io
@@ -36,6 +34,8 @@ import struct
 from typing import Any, Callable, Final
 
 import pyarrow as pa
+
+from spark_ext.exceptions import StorageError
 
 logger = logging.getLogger(__name__)
 

@@ -52,8 +52,6 @@ the original error) until it is reopened.
 
 from __future__ import annotations
 
-from spark_ext.exceptions import StorageError
-
 import errno
 import logging
 import os
@@ -65,6 +63,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import BinaryIO, Final, Iterator
+
+from spark_ext.exceptions import StorageError
+from spark_ext.store.files import fsync_dir
 
 try:  # POSIX only; without it the lock file is advisory-free (single process assumed)
     import fcntl
@@ -141,22 +142,6 @@ class _ScanState:
 def segment_name(first_lsn: int) -> str:
     """File name of the segment whose first record has ``first_lsn``. O(1)."""
     return f"wal-{first_lsn:020d}.log"
-
-
-def _fsync_dir(path: Path) -> None:
-    # A file's creation, rename or removal is durable only once its directory is.
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:  # pragma: no cover - platforms without directory fds
-        logger.debug("cannot open directory %s for fsync: %s", path, exc)
-        return
-    try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.EBADF):  # unsupported, not a failure
-            raise
-    finally:
-        os.close(fd)
 
 
 def _write_all(fd: int, header: bytes, payload: memoryview) -> None:
@@ -292,7 +277,7 @@ class WriteAheadLog:
         created = not self._dir.exists()
         self._dir.mkdir(parents=True, exist_ok=True)
         if created:
-            _fsync_dir(self._dir.parent)
+            fsync_dir(self._dir.parent)
         self._acquire_dir_lock()
         try:
             self._recover()
@@ -476,7 +461,7 @@ class WriteAheadLog:
             logger.debug("removed WAL segment %s (records %d..%d)", seg.path,
                          seg.first_lsn, seg.last_lsn)
         if doomed:
-            _fsync_dir(self._dir)
+            fsync_dir(self._dir)
         return len(doomed)
 
     def close(self) -> None:
@@ -732,7 +717,7 @@ class WriteAheadLog:
         except OSError as exc:
             raise WalError(f"cannot create WAL segment {path}: {exc}") from exc
         self._fd = fd
-        _fsync_dir(self._dir)
+        fsync_dir(self._dir)
         logger.debug("started WAL segment %s", path)
         return _Segment(first_lsn, path, 0, first_lsn - 1)
 
