@@ -284,23 +284,29 @@ class Store:
     # object is no longer the store's table of that name (dropped, maybe re-created),
     # or (inserting and upserting) the table has no primary key.
 
+    def _point_ready(self, t: Table) -> bool:
+        """Common prologue of the one-row paths (caller holds the table lock): False for a
+        stale Table object (the caller falls back to the change-set path, which reports
+        it); raises while the table is dropped or being truncated by a change set."""
+        if self.tables.get(t.name) is not t:
+            return False
+        t.check_open()
+        owner = t.truncating
+        if owner is not None:
+            raise truncating_error(t, owner)
+        return True
+
     def _write_row(self, t: Table, raw: Any, upsert: bool) -> int | None:
         """Insert or upsert one row (a dict, tuple or list of user columns)."""
         lock = t.lock
         lock.acquire()  # acquire/release rather than "with": cheaper on this hot path
         try:
             schema = t.schema
-            if schema.hidden_rowid or self.tables.get(t.name) is not t:
+            if schema.hidden_rowid or not self._point_ready(t):
                 return None
-            t.check_open()
-            owner = t.truncating
-            if owner is not None:
-                raise truncating_error(t, owner)
             row = tuple(schema.coerce_row(schema.dict_to_values(raw) if isinstance(raw, dict) else raw))
             k = schema.key_of(row)
-            owner = t.locks.get(k)
-            if owner is not None:
-                raise key_locked_error(t, k, owner)
+            _check_key_free(t, k)
             if not upsert and t.committed_get(k) is not None:
                 raise exists_error(t, k)
             self._check_row_memory(t)
@@ -313,16 +319,10 @@ class Store:
     def _delete_key(self, t: Table, raw_key: Any) -> int | None:
         """Delete the row of one key; 1 if it existed, else 0 (and nothing is logged)."""
         with t.lock:
-            if self.tables.get(t.name) is not t:
+            if not self._point_ready(t):
                 return None
-            t.check_open()
-            owner = t.truncating
-            if owner is not None:
-                raise truncating_error(t, owner)
             k = t.schema.coerce_key(raw_key)
-            owner = t.locks.get(k)
-            if owner is not None:
-                raise key_locked_error(t, k, owner)
+            _check_key_free(t, k)
             if t.committed_get(k) is None:
                 return 0
             lsn = self._commit_point(t, [(k, None)])
@@ -332,12 +332,8 @@ class Store:
     def _update_key(self, t: Table, raw_key: Any, values: Any) -> int | None:
         """Set columns of the row of one key (a key column change moves the row)."""
         with t.lock:
-            if self.tables.get(t.name) is not t:
+            if not self._point_ready(t):
                 return None
-            t.check_open()
-            owner = t.truncating
-            if owner is not None:
-                raise truncating_error(t, owner)
             schema = t.schema
             setters = update_setters(t, values)
             kp = schema.key_positions
@@ -678,3 +674,10 @@ class Store:
 def _batches_of(snaps: Iterable[Any], schema: pa.Schema) -> Iterable[pa.RecordBatch]:
     for s in snaps:
         yield from s.batches(schema)
+
+
+def _check_key_free(t: Table, k: Any) -> None:
+    """Refuse a one-row write to a key an open change set has locked."""
+    owner = t.locks.get(k)
+    if owner is not None:
+        raise key_locked_error(t, k, owner)
