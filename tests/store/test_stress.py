@@ -1044,7 +1044,7 @@ class Harness:
             (self.op_index, 3),
             (self.op_bad_input, 1.5),
             (self.op_drop_recreate, 0.3),
-            (self.op_add_column, 0.5),
+            (self.op_add_column, 1.2),
         ]
         if durable:
             ops += [(self.op_checkpoint, 1.5), (self.op_reopen, 1.2), (self.op_in_doubt, 0.8)]
