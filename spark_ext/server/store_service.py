@@ -146,7 +146,12 @@ class StoreService:
         for a in assignments:
             self.follow_rename(a["table"]["name"], a.get("former_names") or [])
         for a in assignments:
-            self.host_table(a["table"], a["buckets"], a.get("indexes", []))
+            try:
+                self.host_table(a["table"], a["buckets"], a.get("indexes", []))
+            except SchemaError:
+                # One table whose local layout disagrees with the catalog must not keep the
+                # others offline: it stays unhosted (NO_SUCH_TABLE) and its data untouched.
+                logger.exception("cannot host table %s", a["table"].get("name"))
 
     def follow_rename(self, name: str, former_names: Sequence[str]) -> None:
         """If this server still holds the table under an earlier name, rename it here."""
