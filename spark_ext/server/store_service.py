@@ -326,8 +326,7 @@ class StoreService:
         """The compact-row codec of a table's user columns, built once per schema; with
         a request's ``ncols`` smaller than the table's (a sender that has not seen an
         ADD COLUMNS yet), the codec of that many leading columns."""
-        n = None if m is None else m.get("ncols")
-        if n is not None and n != t.schema.num_user_columns:
+        if m is not None and m.get("ncols") not in (None, t.schema.num_user_columns):
             return codec_for(pa.schema(list(t.schema.arrow_schema)[: self._width(t, m)]))
         cached = self._codecs.get(t.name)
         if cached is None or cached[0] is not t.schema:
