@@ -26,6 +26,7 @@ import pyarrow as pa
 
 from spark_ext.client.connection import ConnectionFailedError, ConnectionPool, NotOwnerError
 from spark_ext.exceptions import BadArgumentError, BucketOfflineError, ConflictError
+from spark_ext.store import alter
 from spark_ext.store import predicate as P
 from spark_ext.store.rows import normalize_rows
 from spark_ext.store.schema import TableSchema, batch_buckets
@@ -219,6 +220,42 @@ class StoreClient:
         return self._remember(self._locator.request(Kind.ALTER_TABLE, self._meta({
             "namespace": ns, "name": nm, "set_options": dict(options), "expected_version": expected_version})).metadata)
 
+    def add_columns(self, name: str, columns: Any, expected_version: int | None = None) -> TableInfo:
+        """ALTER TABLE ADD COLUMNS: append nullable columns; existing rows read NULL.
+
+        ``columns`` is ``(name, type)`` pairs (type names such as ``"string"``,
+        ``"decimal(10,2)"``), Arrow fields or an Arrow schema. Checked here first by the
+        engine's rules (SchemaError naming the table and column for a NOT NULL column,
+        a name the table has, an unsupported type); CONFLICT when ``expected_version``
+        is given and the table changed meanwhile. Every up server of the table has the
+        columns when this returns.
+        """
+        ns, nm = split_name(name)
+        key = ".".join([*ns, nm])
+        fields = alter.new_fields(key, columns)
+        if name in self._given or key in self._tables:
+            alter.schema_with_columns(self.table(name).schema, fields)  # duplicate names, before sending
+        return self._remember(self._locator.request(Kind.ALTER_TABLE, self._meta({
+            "namespace": ns, "name": nm, "add_columns": alter.field_json(fields),
+            "expected_version": expected_version})).metadata)
+
+    def rename_table(self, name: str, new_name: str, expected_version: int | None = None) -> TableInfo:
+        """ALTER TABLE ... RENAME TO: ``new_name`` is ``"ns.t"`` (another namespace is
+        fine) or a bare name (same namespace). TABLE_EXISTS when it is taken."""
+        ns, nm = split_name(name)
+        if isinstance(new_name, str) and "." not in new_name:
+            new_ns, new_nm = ns, new_name
+        else:
+            new_ns, new_nm = split_name(new_name)
+        r = self._locator.request(Kind.RENAME_TABLE, self._meta({
+            "namespace": ns, "name": nm, "new_namespace": new_ns, "new_name": new_nm,
+            "expected_version": expected_version}))
+        old = ".".join([*ns, nm])
+        self._tables.pop(old, None)
+        for given in [g for g, k in self._given.items() if k == old]:
+            del self._given[given]
+        return self._remember(r.metadata)
+
     def create_index(self, name: str, index: str, columns: Sequence[str] | str, kind: str = "hash") -> TableInfo:
         ns, nm = split_name(name)
         cols = [columns] if isinstance(columns, str) else list(columns)
@@ -292,8 +329,17 @@ class StoreClient:
     def _get_once(self, table: str, key: Any) -> tuple[Any, ...] | None:
         info = self.table(table)
         (k,), (kj,) = self._keys_json(info, [key])
-        r = self._server_pool(info, info.schema.bucket_of_key(k)).request(Kind.GET, {"table": info.full_name, "key": kj})
+        r = self._server_pool(info, info.schema.bucket_of_key(k)).request(
+            Kind.GET, {"table": info.full_name, "key": kj, "ncols": info.schema.num_user_columns})
+        if r.metadata:
+            self._stale(info, r.metadata)
         return info.codec.decode(r.body, presence=True)[0]
+
+    def _stale(self, info: TableInfo, reply: dict[str, Any]) -> None:
+        """A server said the table has more columns than ``info`` (ADD COLUMNS by
+        someone else): forget it, so the next call reads the new definition."""
+        if reply.get("ncols", info.schema.num_user_columns) != info.schema.num_user_columns:
+            self._tables.pop(info.full_name, None)
 
     def get_many(self, table: str, keys: Sequence[Any]) -> list[tuple[Any, ...] | None]:
         """Rows for many keys (None where absent), one request per server."""
@@ -303,7 +349,9 @@ class StoreClient:
             out: list[tuple[Any, ...] | None] = [None] * len(ks)
             for sid, idx in self._by_server(info, [info.schema.bucket_of_key(k) for k in ks]).items():
                 pool = self._server_pool(info, info.schema.bucket_of_key(ks[idx[0]]))
-                r = pool.request(Kind.GET_MANY, {"table": info.full_name, "keys": [kjs[i] for i in idx]})
+                r = pool.request(Kind.GET_MANY, {"table": info.full_name, "keys": [kjs[i] for i in idx],
+                                                 "ncols": info.schema.num_user_columns})
+                self._stale(info, r.metadata)
                 for i, row in zip(idx, info.codec.decode(r.body, presence=True)):
                     out[i] = row
             return out
@@ -415,7 +463,8 @@ class StoreClient:
             total = 0
             for sid, (b, rs) in groups.items():
                 body, flags = self._body(info, rs)
-                total += int(self._server_pool(info, b).request(kind, self._meta({"table": info.full_name}), body, flags).metadata["count"])
+                meta = {"table": info.full_name, "ncols": info.schema.num_user_columns}
+                total += int(self._server_pool(info, b).request(kind, self._meta(meta), body, flags).metadata["count"])
             return total
         return self._in_txn(info, {sid: [(op, {}, rs)] for sid, (b, rs) in groups.items()},
                             {sid: b for sid, (b, _) in groups.items()})
@@ -432,7 +481,8 @@ class StoreClient:
             for sid, steps in work.items():
                 for op, extra, rs in steps:
                     body, flags = (b"", 0) if rs is None else self._body(info, rs)
-                    pools[sid].request(Kind.TXN_STAGE, self._meta({"txn": txn, "table": info.full_name, "op": op, **extra}), body, flags)
+                    meta = {"txn": txn, "table": info.full_name, "op": op, "ncols": info.schema.num_user_columns, **extra}
+                    pools[sid].request(Kind.TXN_STAGE, self._meta(meta), body, flags)
             for sid in work:
                 r = pools[sid].request(Kind.TXN_PREPARE, self._meta({"txn": txn, "part": ""}))
                 total += int(r.metadata.get("prepared", 0))

@@ -27,6 +27,7 @@ from spark_ext.exceptions import (
     NoSuchTableError,
     TableExistsError,
 )
+from spark_ext.store import alter
 from spark_ext.store.files import write_json_atomic
 from spark_ext.store.schema import TableSchema
 
@@ -231,6 +232,46 @@ class Catalog:
             self._save()
             return json.loads(json.dumps(t))
 
+    def add_columns(self, key: str, columns: Any, expected_version: Any = None) -> dict[str, Any]:
+        """Append nullable columns to a table's definition (ALTER TABLE ADD COLUMNS).
+
+        Checked by the engine's rules before anything changes: SchemaError for a NOT
+        NULL column, a default, a name the table has, an unsupported type.
+        """
+        with self.lock:
+            t = self._entry(key, expected_version)
+            schema = TableSchema.from_json(t["spec"])
+            fields = alter.fields_from_json(key, columns)
+            t["spec"] = alter.schema_with_columns(schema, fields).to_json()
+            t["version"] += 1
+            self._save()
+            return json.loads(json.dumps(t))
+
+    def rename_table(self, key: str, namespace: Any, name: Any, expected_version: Any = None) -> dict[str, Any]:
+        """Move a table to another name, in its namespace or another one. O(tables).
+
+        The entry remembers its earlier engine names (``former_names``) so a store
+        server that was down during the rename finds its data when it registers again.
+        """
+        n = check_namespace(namespace)
+        nm = check_ident(name, "table name")
+        new_key = full_name(n, nm)
+        with self.lock:
+            t = self._entry(key, expected_version)
+            if n not in self.namespaces:
+                raise NoSuchNamespaceError(
+                    f"cannot rename table {key!r} to {new_key!r}: no namespace {'.'.join(n)!r}", namespace=".".join(n))
+            if new_key in self.tables:
+                raise TableExistsError(f"cannot rename table {key!r} to {new_key!r}: that table already exists",
+                                       table=new_key)
+            former = [f for f in t.get("former_names", []) if f != new_key] + [key]
+            t = {**t, "namespace": list(n), "name": nm, "spec": {**t["spec"], "name": new_key},
+                 "former_names": former[-16:], "version": t["version"] + 1}
+            del self.tables[key]
+            self.tables[new_key] = t
+            self._save()
+            return json.loads(json.dumps(t))
+
     def add_index(self, key: str, index: dict[str, Any], expected_version: Any = None) -> dict[str, Any]:
         with self.lock:
             t = self._entry(key, expected_version)
@@ -268,5 +309,6 @@ class Catalog:
             for t in self.tables.values():
                 bs = [b for b, s in enumerate(t["placement"]) if s == server_id]
                 if bs:
-                    out.append({"table": t["spec"], "buckets": bs, "indexes": t["indexes"]})
+                    out.append({"table": t["spec"], "buckets": bs, "indexes": t["indexes"],
+                                "former_names": t.get("former_names", [])})
             return out

@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 _DDL = frozenset({
     Kind.CREATE_NAMESPACE, Kind.DROP_NAMESPACE, Kind.CREATE_TABLE, Kind.DROP_TABLE,
-    Kind.ALTER_TABLE, Kind.CREATE_INDEX, Kind.DROP_INDEX,
+    Kind.ALTER_TABLE, Kind.RENAME_TABLE, Kind.CREATE_INDEX, Kind.DROP_INDEX,
 })
 
 
@@ -74,6 +74,8 @@ class Member:
     link: ServerLink
     last_seen: float = field(default_factory=time.monotonic)
     up: bool = True
+    #: Missed a definition change: told to register again (and so catch up) at its next heartbeat.
+    resync: bool = False
 
 
 class LocatorService:
@@ -105,7 +107,8 @@ class LocatorService:
             Kind.CREATE_NAMESPACE: self.create_namespace, Kind.DROP_NAMESPACE: self.drop_namespace,
             Kind.LIST_NAMESPACES: self.list_namespaces, Kind.GET_NAMESPACE: self.get_namespace,
             Kind.CREATE_TABLE: self.create_table, Kind.DROP_TABLE: self.drop_table,
-            Kind.ALTER_TABLE: self.alter_table, Kind.LIST_TABLES: self.list_tables,
+            Kind.ALTER_TABLE: self.alter_table, Kind.RENAME_TABLE: self.rename_table,
+            Kind.LIST_TABLES: self.list_tables,
             Kind.CREATE_INDEX: self.create_index, Kind.DROP_INDEX: self.drop_index,
         }.items():
             server.register(kind, self._fenced(fn) if kind in _DDL else fn)
@@ -167,8 +170,11 @@ class LocatorService:
         sid = f.metadata.get("server_id")
         with self._lock:
             m = self.members.get(sid) if isinstance(sid, str) else None
-            if m is None:
-                # Unknown (e.g. the locator restarted): ask the server to register again.
+            if m is None or m.resync:
+                # Unknown (e.g. the locator restarted), or it missed a pushed change: ask
+                # the server to register again (its assignments bring it up to date).
+                if m is not None:
+                    m.resync = False
                 return Frame(f.kind, f.request_id, {"register": True})
             m.last_seen = time.monotonic()
             if not m.up:
@@ -310,10 +316,52 @@ class LocatorService:
         key = full_name(check_namespace(m.get("namespace")), check_ident(m.get("name"), "table name"))
         opts = m.get("set_options") or {}
         remove = m.get("remove_options") or []
-        if not isinstance(opts, dict) or not isinstance(remove, list):
-            raise BadArgumentError("ALTER_TABLE takes 'set_options' (object) and 'remove_options' (list)")
-        entry = self.catalog.set_options(key, opts, remove, m.get("expected_version"))
+        add = m.get("add_columns")
+        if not isinstance(opts, dict) or not isinstance(remove, list) or not isinstance(add, (list, type(None))):
+            raise BadArgumentError(
+                "ALTER_TABLE takes 'set_options' (object), 'remove_options' (list) and 'add_columns' (list)")
+        if add is not None and (opts or remove):
+            raise BadArgumentError("ALTER_TABLE: send 'add_columns' alone, not with option changes")
+        if add is None:
+            entry = self.catalog.set_options(key, opts, remove, m.get("expected_version"))
+            return self._reply_table(f, entry)
+        entry = self.catalog.add_columns(key, add, m.get("expected_version"))
+        self._push_definition(entry)
         return self._reply_table(f, entry)
+
+    def rename_table(self, f: Frame, s: Session) -> Frame:
+        m = f.metadata
+        key = full_name(check_namespace(m.get("namespace")), check_ident(m.get("name"), "table name"))
+        new_ns = m.get("new_namespace") if m.get("new_namespace") is not None else m.get("namespace")
+        entry = self.catalog.rename_table(key, new_ns, m.get("new_name"), m.get("expected_version"))
+        self._push_definition(entry)
+        return self._reply_table(f, entry)
+
+    def _push_definition(self, entry: dict[str, Any]) -> None:
+        """Send a changed definition (columns, name) to the table's servers that are up.
+
+        The catalog has decided the change already; a server that is down, or that
+        fails here, catches up when it registers again (REGISTER_SERVER assignments).
+        """
+        name = entry["spec"]["name"]
+        meta = {"table": name, "spec": entry["spec"], "indexes": entry["indexes"],
+                "former_names": entry.get("former_names", [])}
+        failure: Exception | None = None
+        for sid in sorted(set(entry["placement"])):
+            with self._lock:
+                m = self.members.get(sid)
+            if m is None or not m.up:
+                continue
+            try:
+                m.link.call(Kind.UPDATE_TABLE, meta)
+            except Exception as e:
+                # Go on with the others; this one re-registers at its next heartbeat and
+                # takes the definition from its assignments then.
+                logger.warning("server %s did not take the new definition of %s: %s", sid, name, e)
+                m.resync = True
+                failure = failure or e
+        if failure is not None:
+            raise failure
 
     def create_index(self, f: Frame, s: Session) -> Frame:
         m = f.metadata

@@ -149,8 +149,7 @@ class StoreServerProcess(Process):
         })
         self._observe_fences(reply.metadata)
         assigned = {a["table"]["name"]: a for a in reply.metadata.get("assignments", [])}
-        for name, a in assigned.items():
-            self.service.host_table(a["table"], a["buckets"], a.get("indexes", []))
+        self.service.host_assignments(list(assigned.values()))
         for name in list(self.store.tables):
             if name not in assigned:
                 # Dropped (or moved) while this server was away.
@@ -239,8 +238,8 @@ class EmbeddedProcess(Process):
         self.service.register(self.frames)
         self.locator.register(self.frames)
         self.frames.start()
-        for a in self.locator.add_member(self.server_id, cfg.host, self.frames.port, LocalLink(self.frames.handlers)):
-            self.service.host_table(a["table"], a["buckets"], a.get("indexes", []))
+        self.service.host_assignments(
+            self.locator.add_member(self.server_id, cfg.host, self.frames.port, LocalLink(self.frames.handlers)))
         self._announce()
 
     def shutdown(self) -> None:

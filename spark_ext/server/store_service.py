@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -18,7 +19,9 @@ import pyarrow as pa
 
 from spark_ext.exceptions import (
     BadArgumentError,
+    ConflictError,
     NoSuchTableError,
+    SchemaError,
 )
 from spark_ext.server import scan_aggregates
 from spark_ext.server.tcp import FrameServer, Session
@@ -32,7 +35,7 @@ from spark_ext.wire.errors import WireError
 from spark_ext.wire.frames import Flags, Frame
 from spark_ext.wire.kinds import ErrorCode, Kind
 from spark_ext.wire.predicates import validate_predicate
-from spark_ext.wire.rowcodec import RowCodec
+from spark_ext.wire.rowcodec import RowCodec, codec_for
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,19 @@ def _field(meta: dict[str, Any], name: str, typ: type | tuple[type, ...], defaul
     if v is not None and not isinstance(v, typ):
         raise BadArgumentError(f"request field {name!r} has the wrong type: {type(v).__name__}")
     return v
+
+
+def _waiting_for_txns(change: Any, wait_s: float = 30.0) -> Any:
+    """Run a schema change, retrying while open transactions hold the table (CONFLICT):
+    statements are short, and the catalog has already decided the change."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return change()
+        except ConflictError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def _index_list(raw: list[Any]) -> list[dict[str, Any]]:
@@ -123,6 +139,50 @@ class StoreService:
 
     # --- hosting ------------------------------------------------------------------------
 
+    def host_assignments(self, assignments: Sequence[dict[str, Any]]) -> None:
+        """Host what REGISTER_SERVER assigned: renames missed while away first (so a
+        new table reusing an old name cannot take the renamed table's data), then
+        every table with its columns and indexes brought in line with the catalog."""
+        for a in assignments:
+            self.follow_rename(a["table"]["name"], a.get("former_names") or [])
+        for a in assignments:
+            try:
+                self.host_table(a["table"], a["buckets"], a.get("indexes", []))
+            except SchemaError:
+                # One table whose local layout disagrees with the catalog must not keep the
+                # others offline: it stays unhosted (NO_SUCH_TABLE) and its data untouched.
+                logger.exception("cannot host table %s", a["table"].get("name"))
+
+    def follow_rename(self, name: str, former_names: Sequence[str]) -> None:
+        """If this server still holds the table under an earlier name, rename it here."""
+        if name in self.store.tables:
+            return
+        for old in reversed(list(former_names)):  # the newest earlier name first
+            if isinstance(old, str) and old in self.store.tables:
+                logger.info("table %s was renamed to %s: following", old, name)
+                _waiting_for_txns(lambda: self.store.rename_table(old, name))
+                if old in self.owned:
+                    self.owned[name] = self.owned.pop(old)
+                self._codecs.pop(old, None)
+                return
+
+    def _follow_columns(self, t: Table, schema: TableSchema) -> None:
+        """Add the catalog's columns the local table lacks (ALTER TABLE ADD COLUMNS)."""
+        have = t.schema.to_json()["fields"]
+        want = schema.to_json()["fields"]
+        if have == want:
+            return
+        if len(want) > len(have) and want[: len(have)] == have:
+            extra = [(f["name"], f["type"]) for f in want[len(have):]]
+            logger.info("table %s: adding column(s) %s as the catalog says", t.name, [c for c, _ in extra])
+            _waiting_for_txns(lambda: self.store.add_columns(t.name, extra))
+        elif not (len(have) > len(want) and have[: len(want)] == want):
+            # Only columns added here and not (yet) in the catalog are expected; anything
+            # else would mean the catalog and this server disagree on the data layout.
+            raise SchemaError(
+                f"table {t.name!r}: its columns on server {self.server_id} ({[f['name'] for f in have]}) do not "
+                f"extend to the catalog's ({[f['name'] for f in want]})", table=t.name)
+
     def host_table(self, spec: dict[str, Any], buckets: Sequence[int] | None, indexes: Sequence[dict[str, Any]] = ()) -> Table:
         """Create (if missing) and own a table's buckets. Idempotent."""
         schema = TableSchema.from_json(spec)
@@ -131,6 +191,8 @@ class StoreService:
             t = self.store.create_table(
                 schema.name, schema.arrow_schema, schema.primary_key, schema.num_buckets, schema.options
             )
+        else:
+            self._follow_columns(t, schema)
         for ix in indexes:
             if ix["name"] not in t.index_defs:
                 t.create_index(ix["name"], list(ix["columns"]), ix.get("kind", "hash"))
@@ -155,9 +217,15 @@ class StoreService:
         return Frame(f.kind, f.request_id, {"dropped": dropped})
 
     def update_table(self, f: Frame, s: Session) -> Frame:
-        """Bring indexes in line with the catalog's definition."""
+        """Bring the table in line with the catalog: name, columns, indexes."""
         m = f.metadata
+        spec = _field(m, "spec", dict, None)
+        if spec is not None:
+            former = _field(m, "former_names", list, [])
+            self.follow_rename(_field(m, "table", str), former)
         t = self._table(m)
+        if spec is not None:
+            self._follow_columns(t, TableSchema.from_json(spec))
         wanted = {ix["name"]: ix for ix in _index_list(_field(m, "indexes", list, []))}
         for name in list(t.index_defs):
             if name not in wanted:
@@ -226,12 +294,13 @@ class StoreService:
                 self._check_owned(t, np.unique(batch_buckets(schema, batch)).tolist())
             return data
         if f.flags & _COMPACT:
-            rows = self._codec(t).decode(f.body)
+            rows = self._codec(t, f.metadata).decode(f.body)
             if self.owned.get(t.name) is not None and not schema.hidden_rowid:
                 self._check_owned(t, (schema.bucket_of_key(schema.coerce_key(
                     tuple(r[i] for i in schema.key_positions) if len(schema.key_positions) > 1 else r[schema.key_positions[0]]))
                     for r in rows))
-            return [tuple(r) for r in rows if r is not None]
+            pad = (None,) * (schema.num_user_columns - self._width(t, f.metadata))
+            return [tuple(r) + pad for r in rows if r is not None]
         raise BadArgumentError(f"table {t.name!r}: a write needs rows (an Arrow stream or compact rows)", table=t.name)
 
     def _where(self, m: dict[str, Any]) -> Any:
@@ -253,24 +322,55 @@ class StoreService:
 
     # --- reads --------------------------------------------------------------------------
 
-    def _codec(self, t: Table) -> RowCodec:
-        """The compact-row codec of a table's user columns, built once per schema."""
+    def _codec(self, t: Table, m: dict[str, Any] | None = None) -> RowCodec:
+        """The compact-row codec of a table's user columns, built once per schema; with
+        a request's ``ncols`` smaller than the table's (a sender that has not seen an
+        ADD COLUMNS yet), the codec of that many leading columns."""
+        if m is not None and m.get("ncols") not in (None, t.schema.num_user_columns):
+            return codec_for(pa.schema(list(t.schema.arrow_schema)[: self._width(t, m)]))
         cached = self._codecs.get(t.name)
         if cached is None or cached[0] is not t.schema:
             cached = self._codecs[t.name] = (t.schema, RowCodec(t.schema.arrow_schema))
         return cached[1]
 
+    @staticmethod
+    def _width(t: Table, m: dict[str, Any]) -> int:
+        """How many leading user columns the sender's compact rows hold (``ncols``)."""
+        n = m.get("ncols")
+        have = t.schema.num_user_columns
+        if n is None:
+            return have
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise BadArgumentError(f"table {t.name!r}: 'ncols' must be a positive integer, got {n!r}", table=t.name)
+        if n > have:
+            raise WireError(
+                ErrorCode.CONFLICT,
+                f"table {t.name!r} has {have} column(s) on this server, the request assumes {n}: "
+                "the table's definition changed meanwhile; reload it and retry",
+                {"table": t.name},
+            )
+        return n
+
+    def _point_reply(self, f: Frame, t: Table, rows: list[Any]) -> Frame:
+        """Rows of GET / GET_MANY in the width the sender asked for (see ``ncols``)."""
+        m = f.metadata
+        if m.get("ncols") is None or m["ncols"] == t.schema.num_user_columns:
+            return Frame(f.kind, f.request_id, {}, self._codec(t).encode(rows, presence=True), _COMPACT)
+        n = self._width(t, m)
+        rows = [None if r is None else r[:n] for r in rows]
+        # ``ncols`` in the reply tells the sender its definition is out of date.
+        meta = {"ncols": t.schema.num_user_columns}
+        return Frame(f.kind, f.request_id, meta, self._codec(t, m).encode(rows, presence=True), _COMPACT)
+
     def get(self, f: Frame, s: Session) -> Frame:
         t = self._table(f.metadata)
         (k,) = self._keys(t, [f.metadata.get("key")])
-        row = t.get(k)
-        return Frame(f.kind, f.request_id, {}, self._codec(t).encode([row], presence=True), _COMPACT)
+        return self._point_reply(f, t, [t.get(k)])
 
     def get_many(self, f: Frame, s: Session) -> Frame:
         t = self._table(f.metadata)
         keys = self._keys(t, f.metadata.get("keys"))
-        rows = t.get_many(keys)
-        return Frame(f.kind, f.request_id, {}, self._codec(t).encode(rows, presence=True), _COMPACT)
+        return self._point_reply(f, t, t.get_many(keys))
 
     def count(self, f: Frame, s: Session) -> Frame:
         t = self._table(f.metadata)

@@ -46,9 +46,20 @@ class ServerTxn:
     parts: dict[str, list[Change]] = field(default_factory=dict)
     part_state: dict[str, str] = field(default_factory=dict)
     poisoned: str | None = None
+    #: The error that poisoned it ({code, message, details}), carried by later refusals.
+    poison_cause: dict[str, Any] | None = None
     final: bool = False
     last_seen: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _poisoned_error(t: ServerTxn, message: str) -> TransactionStateError:
+    """TXN_STATE for a poisoned transaction; the details carry the error that poisoned it
+    (``cause_code``, ``cause_message``, ``cause_details``) so a retried task or the
+    driver can report the original violation (e.g. DUPLICATE_KEY naming the key)."""
+    c = t.poison_cause or {}
+    return TransactionStateError(message, txn=t.txn_id, cause_code=c.get("code"), cause_message=c.get("message"),
+                                 cause_details=c.get("details") or None)
 
 
 class TxnManager:
@@ -114,7 +125,7 @@ class TxnManager:
         t = self._get(txn_id, create=True)  # a writer that staged nothing here prepares empty
         with t.lock:
             if t.poisoned:
-                raise TransactionStateError(f"transaction {txn_id} failed earlier: {t.poisoned}", txn=txn_id)
+                raise _poisoned_error(t, f"transaction {txn_id} failed earlier: {t.poisoned}")
             if t.part_state.get(part) == PREPARED:
                 return 0
             if t.final:
@@ -127,6 +138,7 @@ class TxnManager:
                 # Earlier changes of this part are in the change set and cannot be taken
                 # out one by one: the whole transaction can only be aborted now.
                 t.poisoned = f"{type(e).__name__}: {e}"
+                t.poison_cause = {"code": e.code, "message": e.message, "details": dict(e.details)}
                 raise
             t.parts[part] = []
             t.part_state[part] = PREPARED
@@ -148,7 +160,7 @@ class TxnManager:
 
     def _finalize(self, t: ServerTxn, parts: Sequence[str] | None) -> None:
         if t.poisoned:
-            raise TransactionStateError(f"transaction {t.txn_id} cannot commit: {t.poisoned}", txn=t.txn_id)
+            raise _poisoned_error(t, f"transaction {t.txn_id} cannot commit: {t.poisoned}")
         prepared = {p for p, s in t.part_state.items() if s == PREPARED}
         if parts is not None:
             wanted = set(parts)

@@ -181,6 +181,11 @@ class Scan:
         self.rows_examined = 0
         with table.lock:
             table.check_open()
+            if table.schema is not schema:
+                # Altered (ADD COLUMNS, rename) since it was read above: plan again on
+                # the new layout, or the projection would pick the wrong columns.
+                self.__init__(table, columns, where, limit, buckets)  # type: ignore[misc]
+                return
             path = plan(table, self._pred, bl)
             self.access_path = path.kind
             self._snaps: list[tuple[int, BucketSnapshot]] = [(b, table.buckets[b].snapshot()) for b in bl]

@@ -37,6 +37,7 @@ Log records (tuples, encoded by :mod:`spark_ext.store.codec`)::
 
     ("create_table", schema_json)        ("drop_table", name)
     ("create_index", table, name, kind, columns)   ("drop_index", table, name)
+    ("add_columns", table, [field_json])  ("rename_table", old_name, new_name)
     ("commit1", txn_id, changes)         one-phase commit
     ("prepare", txn_id, changes)  ("commit", txn_id)  ("abort", txn_id)
 
@@ -60,6 +61,7 @@ from spark_ext.exceptions import (
     NoSuchTransactionError,
     TableExistsError,
 )
+from spark_ext.store import alter
 from spark_ext.store import checkpoint as ckpt
 from spark_ext.store.codec import decode_record, encode_point_commit, encode_record
 from spark_ext.store.schema import TableSchema
@@ -204,6 +206,65 @@ class Store:
                 t.dropped = True
                 del self.tables[name]
             return True
+
+    def add_columns(self, name: str, columns: Any) -> Table:
+        """Add nullable columns at the end of a table's user columns; rows read NULL.
+
+        Durable like every DDL: the change is logged before it is applied, and
+        checkpoints hold the new schema. O(runs + recent changes) (no row is copied).
+
+        Args:
+            name: the table.
+            columns: ``(name, type)`` pairs, Arrow fields or an Arrow schema.
+
+        Raises:
+            NoSuchTableError; SchemaError (a NOT NULL column, a column the table has,
+            an unsupported type: naming the table and the column); ConflictError while
+            an open transaction holds changes of the table.
+        """
+        with self._ddl_lock:
+            self._check_open()
+            t = self.table(name)
+            with t.lock:
+                self._check_no_txn(t, "add columns to")
+                fields = alter.new_fields(name, columns)
+                new = alter.schema_with_columns(t.schema, fields)
+                self._log(("add_columns", name, alter.field_json(fields)))
+                alter.apply_schema(t, new)
+            return t
+
+    def rename_table(self, name: str, new_name: str) -> Table:
+        """Give a table another name (same data, indexes and options). O(buckets).
+
+        Raises:
+            NoSuchTableError; TableExistsError when ``new_name`` is taken;
+            ConflictError while an open transaction holds changes of the table.
+        """
+        with self._ddl_lock:
+            self._check_open()
+            t = self.table(name)
+            if new_name in self.tables:
+                raise TableExistsError(f"cannot rename table {name!r} to {new_name!r}: that table already exists",
+                                       table=new_name)
+            with t.lock:
+                self._check_no_txn(t, "rename")
+                new = alter.renamed_schema(t.schema, new_name)
+                self._log(("rename_table", name, new_name))
+                alter.apply_schema(t, new)
+                del self.tables[name]
+                self.tables[new_name] = t
+            return t
+
+    @staticmethod
+    def _check_no_txn(t: Table, what: str) -> None:
+        """Refuse a schema change while change sets hold rows in the old layout."""
+        if t.locks or t.truncating is not None:
+            from spark_ext.exceptions import ConflictError
+
+            raise ConflictError(
+                f"cannot {what} table {t.name!r}: open transactions hold uncommitted changes of it; retry when they end",
+                table=t.name,
+            )
 
     def _create_index(self, t: Table, name: str, columns: list[str], kind: str) -> None:
         with self._ddl_lock, t.lock:
@@ -547,6 +608,13 @@ class Store:
             self.tables[rec[1]]._add_index(rec[2], list(rec[4]), rec[3])
         elif kind == "drop_index":
             self.tables[rec[1]]._remove_index(rec[2])
+        elif kind == "add_columns":
+            t = self.tables[rec[1]]
+            alter.apply_schema(t, alter.schema_with_columns(t.schema, alter.fields_from_json(rec[1], rec[2])))
+        elif kind == "rename_table":
+            t = self.tables.pop(rec[1])
+            alter.apply_schema(t, alter.renamed_schema(t.schema, rec[2]))
+            self.tables[rec[2]] = t
         elif kind == "commit1":
             self._replay_changes(rec[2])
         else:

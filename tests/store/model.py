@@ -122,6 +122,12 @@ class ModelTable:
         else:
             self.rows[k] = row
 
+    def add_column(self, name: str) -> None:
+        """ALTER TABLE ADD COLUMNS: every row gets NULL in the new last column."""
+        self.columns.append(name)
+        self.index_of[name] = len(self.columns) - 1
+        self.rows = {k: r + (None,) for k, r in self.rows.items()}
+
     # --- writes ---
 
     def insert(self, rows: Sequence[Sequence[Any]]) -> int:
@@ -243,6 +249,12 @@ class ModelBag:
     def merge_into(self, base: "ModelBag") -> None:
         """Commit of a change set: the bag is replaced whole (no concurrent writers)."""
         base.rows = list(self.rows)
+
+    def add_column(self, name: str) -> None:
+        """ALTER TABLE ADD COLUMNS: every row gets NULL in the new last column."""
+        self.columns.append(name)
+        self.index_of[name] = len(self.columns) - 1
+        self.rows = [r + (None,) for r in self.rows]
 
     def insert(self, rows: Sequence[Sequence[Any]]) -> int:
         new = [tuple(r) for r in rows]

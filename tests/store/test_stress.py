@@ -51,6 +51,7 @@ from spark_ext.exceptions import (
     NoSuchTableError,
     NotNullViolationError,
     NullKeyError,
+    SchemaError,
     TypeMismatchError,
     UnknownColumnError,
     ValueOutOfRangeError,
@@ -133,6 +134,12 @@ INDEX_POOL: dict[str, list[tuple[str, str, list[str]]]] = {
 
 TABLES = ("a", "b", "c")
 
+#: (value kind, type) of columns op_add_column may add (values as for SPECS' columns).
+NEW_COLUMN_KINDS = [
+    ("str", pa.string()), ("f64", pa.float64()), ("i8", pa.int8()), ("date", pa.date32()),
+    ("dec", pa.decimal128(12, 3)), ("bool", pa.bool_()), ("ts", pa.timestamp("us", tz="UTC")),
+]
+
 
 def arrow_schema(name: str) -> pa.Schema:
     return pa.schema([pa.field(c.name, c.type, nullable=c.nullable) for c in SPECS[name]["cols"]])
@@ -167,6 +174,8 @@ class Harness:
         self.flush = flush
         self.store = self._open()
         self.model: dict[str, Any] = {}
+        # Column lists per table: SPECS plus the columns op_add_column added.
+        self.specs: dict[str, dict[str, Any]] = {n: {**SPECS[n], "cols": list(SPECS[n]["cols"])} for n in TABLES}
         self.index_defs: dict[str, dict[str, tuple[str, list[str]]]] = {n: {} for n in TABLES}
         for name in TABLES:
             spec = SPECS[name]
@@ -231,14 +240,14 @@ class Harness:
         raise AssertionError(k)
 
     def cols(self, name: str) -> list[Col]:
-        return SPECS[name]["cols"]
+        return self.specs[name]["cols"]
 
     def col_of(self, name: str, cname: str) -> Col:
         return next(c for c in self.cols(name) if c.name == cname)
 
     def row(self, name: str, key: Any = None) -> tuple[Any, ...]:
         """A random row (with the given key, if any)."""
-        spec = SPECS[name]
+        spec = self.specs[name]
         vals = {c.name: self.value(c) for c in spec["cols"]}
         if key is not None:
             ks = key if len(spec["key"]) > 1 else (key,)
@@ -321,7 +330,7 @@ class Harness:
         return P.to_obj(pred) if pred is not None and self.rng.random() < 0.2 else pred
 
     def values(self, name: str, allow_key: bool) -> dict[str, Any]:
-        spec = SPECS[name]
+        spec = self.specs[name]
         nonkey = [c for c in spec["cols"] if c.name not in spec["key"]]
         chosen = self.rng.sample(nonkey, self.rng.randint(1, min(3, len(nonkey))))
         vals = {c.name: self.value(c) for c in chosen}
@@ -563,9 +572,9 @@ class Harness:
             (NullKeyError, lambda: a.insert([tuple(good[:0] + [None] + good[1:])])),
             (NotNullViolationError, lambda: a.insert([tuple(good[:1] + [None] + good[2:])])),
             (TypeMismatchError, lambda: a.insert([tuple(good[:2] + [5] + good[3:])])),
-            (ValueOutOfRangeError, lambda: a.insert([tuple(good[:8] + [300])])),
+            (ValueOutOfRangeError, lambda: a.insert([tuple(good[:8] + [300] + good[9:])])),
             (UnknownColumnError, lambda: a.update(good[0], {"nope": 1})),
-            (NullKeyError, lambda: b.upsert([(None, 1, 1, None, None)])),
+            (NullKeyError, lambda: b.upsert([(None, 1, 1, None, None) + (None,) * (len(self.cols("b")) - 5)])),
             (TypeMismatchError, lambda: b.get(("a",))),
             (BadArgumentError, lambda: c.upsert([(1, "a", 1.0)])),
             (NullKeyError, lambda: a.insert(pa.table({"id": pa.array([None] + list(range(10_000, 10_200)), pa.int64()),
@@ -647,7 +656,7 @@ class Harness:
         got = rows_of(s)
         want = m.select(pred)
         assert got == want, f"index scan {name} where {pred}: {diff(got, want)}; {self.ctx()}"
-        key = SPECS[name]["key"]
+        key = self.specs[name]["key"]
         terms = list(P.conjuncts(pred))
         eq_cols = {x.column for x in terms if isinstance(x, P.Compare) and x.op == "="}
         if len(key) == 1:
@@ -760,6 +769,32 @@ class Harness:
                 defs[iname] = (kind, list(cols))
             self.note(f"create_index({iname})")
         assert t.index_defs == defs
+        return {name}
+
+    def op_add_column(self) -> set[str]:
+        """ALTER TABLE ADD COLUMNS: a nullable column of a random type; every row reads
+        NULL in it, and later writes, predicates and checks use it. Sometimes a refused
+        one (a name the table has, NOT NULL) that must change nothing."""
+        r = self.rng
+        name = r.choice(TABLES)
+        spec = self.specs[name]
+        added = len(spec["cols"]) - len(SPECS[name]["cols"])
+        if added >= 3 or r.random() < 0.15:
+            taken = r.choice(spec["cols"]).name
+            with pytest.raises(SchemaError, match=f"table '{name}'"):
+                if r.random() < 0.5:
+                    self.store.add_columns(name, [(taken.upper(), "string")])
+                else:
+                    self.store.add_columns(name, [pa.field(f"nn{added}", pa.int32(), nullable=False)])
+            self.note(f"add_column_refused({name})")
+            return {name}
+        kind, typ = r.choice(NEW_COLUMN_KINDS)
+        c = Col(f"{name}_new{added}", kind, True, typ)
+        self.store.add_columns(name, [pa.field(c.name, c.type)])
+        spec["cols"].append(c)
+        self.model[name].add_column(c.name)
+        assert self.t(name).schema.arrow_schema.names == [x.name for x in spec["cols"]], self.ctx()
+        self.note(f"add_column({name})")
         return {name}
 
     def begin(self, named: bool = False) -> Any:
@@ -909,6 +944,7 @@ class Harness:
         self.store.create_table(name, arrow_schema(name), primary_key=spec["key"] or None, num_buckets=spec["buckets"])
         cols = [c.name for c in spec["cols"]]
         self.model[name] = ModelTable(name, cols, spec["key"]) if spec["key"] else ModelBag(name, cols)
+        self.specs[name] = {**spec, "cols": list(spec["cols"])}  # the added columns went with the table
         self.index_defs[name] = {}
         self.note(f"drop_recreate({name})")
         return {name}
@@ -1008,6 +1044,7 @@ class Harness:
             (self.op_index, 3),
             (self.op_bad_input, 1.5),
             (self.op_drop_recreate, 0.3),
+            (self.op_add_column, 1.2),
         ]
         if durable:
             ops += [(self.op_checkpoint, 1.5), (self.op_reopen, 1.2), (self.op_in_doubt, 0.8)]
@@ -1033,6 +1070,7 @@ class Harness:
         assert st["dup_rejected"] and st["index_path_checked"] and st["changeset"] and st["conflict"], st
         assert st["a.bulk_insert"] + st["b.bulk_insert"] + st["c.bulk_insert"] and st["a.bulk_upsert"] + st["b.bulk_upsert"], st
         assert not durable or (st["reopen"] and st["checkpoint"] and st["in_doubt"]), st
+        assert st["add_column"], st
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])

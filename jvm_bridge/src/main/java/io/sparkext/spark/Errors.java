@@ -29,6 +29,11 @@ public final class Errors {
     if (e.name.equals("TXN_STATE")) {
       // A retried task attempt meets the transaction its first attempt poisoned: report the
       // original violation (e.g. DUPLICATE_KEY naming table, column and value), not the state.
+      // Servers carry it in the details (protocol section 14); older ones only in the message.
+      if (e.details.hasNonNull("cause_code") && e.details.hasNonNull("cause_message")) {
+        return new StoreException(e, e.details.get("cause_code").asText(),
+            e.details.get("cause_message").asText() + " (found by an earlier attempt of this statement)");
+      }
       Matcher m = EARLIER.matcher(e.serverMessage);
       if (m.find()) {
         String code = m.group(1).replaceAll("([a-z])([A-Z])", "$1_$2").toUpperCase();

@@ -1,6 +1,7 @@
 package io.sparkext.spark;
 
 import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.sparkext.wire.Endpoint;
 import io.sparkext.wire.Json;
@@ -225,26 +226,80 @@ public class SparkExtCatalog implements TableCatalog, SupportsNamespaces, Functi
   public Table alterTable(Identifier ident, TableChange... changes) throws NoSuchTableException {
     Map<String, String> set = new LinkedHashMap<>();
     List<String> remove = new ArrayList<>();
+    ArrayNode add = Json.arr();
+    Set<String> adding = new HashSet<>();
+    String table = String.join(".", ns(ident)) + "." + ident.name();
     for (TableChange c : changes) {
       if (c instanceof TableChange.SetProperty) {
         TableChange.SetProperty sp = (TableChange.SetProperty) c;
         set.put(sp.property(), sp.value());
       } else if (c instanceof TableChange.RemoveProperty) {
         remove.add(((TableChange.RemoveProperty) c).property());
+      } else if (c instanceof TableChange.AddColumn) {
+        add.add(newColumn(table, (TableChange.AddColumn) c, adding));
       } else {
-        throw new UnsupportedOperationException("spark-ext does not support this ALTER TABLE change yet: "
-            + c.getClass().getSimpleName() + " (supported: SET/UNSET TBLPROPERTIES)");
+        throw new UnsupportedOperationException("spark-ext does not support this ALTER TABLE change of " + table + ": "
+            + c.getClass().getSimpleName() + " (supported: ADD COLUMNS, RENAME TO, SET/UNSET TBLPROPERTIES)");
       }
     }
-    if (set.containsKey("buckets") || set.containsKey("primary_key")) {
-      throw new UnsupportedOperationException("the bucket count and primary key of a spark-ext table cannot be changed");
+    for (String k : set.keySet()) {
+      String lk = k.toLowerCase(Locale.ROOT);
+      if (lk.equals("buckets") || lk.equals("num_buckets") || lk.equals("primary_key") || lk.equals("primarykey")) {
+        throw new UnsupportedOperationException("the bucket count and primary key of a spark-ext table cannot be changed ("
+            + table + ", property '" + k + "')");
+      }
     }
     loadMeta(ident);
     try {
-      return new StoreTable(endpoint(), client().alterOptions(ns(ident), ident.name(), set, remove));
+      TableMeta meta = null;
+      if (add.size() > 0) meta = client().addColumns(ns(ident), ident.name(), add);
+      if (!set.isEmpty() || !remove.isEmpty() || meta == null) {
+        meta = client().alterOptions(ns(ident), ident.name(), set, remove);
+      }
+      return new StoreTable(endpoint(), meta);
     } catch (WireException e) {
+      if (e.name.equals("NO_SUCH_TABLE")) throw new NoSuchTableException(ident);
       throw Errors.spark(e);
     }
+  }
+
+  /**
+   * One ADD COLUMNS entry in the locator's form ({name, type, nullable: true}), checked before any call:
+   * top-level, nullable, no default, no position, a supported type, a name not given twice.
+   */
+  static ObjectNode newColumn(String table, TableChange.AddColumn a, Set<String> adding) {
+    String[] path = a.fieldNames();
+    String col = String.join(".", path);
+    if (path.length != 1) {
+      throw new UnsupportedOperationException("cannot add column '" + col + "' to " + table
+          + ": spark-ext tables have no nested fields (add a top-level column)");
+    }
+    if (!a.isNullable()) {
+      throw new UnsupportedOperationException("cannot add column '" + col + "' to " + table
+          + " as NOT NULL: a column added to an existing table must be nullable (existing rows read NULL)");
+    }
+    if (a.defaultValue() != null) {
+      throw new UnsupportedOperationException("cannot add column '" + col + "' to " + table
+          + " with a DEFAULT: spark-ext tables do not support column defaults (existing rows read NULL)");
+    }
+    if (a.position() != null) {
+      throw new UnsupportedOperationException("cannot add column '" + col + "' to " + table + " at position "
+          + a.position() + ": spark-ext adds new columns after the existing ones (drop FIRST/AFTER)");
+    }
+    String type;
+    try {
+      type = Types.storeType(col, a.dataType());
+    } catch (IllegalArgumentException e) {
+      throw new IllegalArgumentException("cannot add to " + table + ": " + e.getMessage());
+    }
+    if (!adding.add(col.toLowerCase(Locale.ROOT))) {
+      throw new IllegalArgumentException("cannot add column '" + col + "' to " + table + " twice in one statement");
+    }
+    ObjectNode f = Json.obj();
+    f.put("name", col);
+    f.put("type", type);
+    f.put("nullable", true);
+    return f;
   }
 
   @Override
@@ -257,9 +312,24 @@ public class SparkExtCatalog implements TableCatalog, SupportsNamespaces, Functi
     }
   }
 
+  /**
+   * {@code ALTER TABLE ns.t RENAME TO t2} (same namespace: Spark passes the new name without one) or
+   * {@code RENAME TO ns2.t2} (another namespace of this catalog).
+   */
   @Override
-  public void renameTable(Identifier from, Identifier to) {
-    throw new UnsupportedOperationException("spark-ext cannot rename tables yet (the locator serves no RENAME_TABLE)");
+  public void renameTable(Identifier from, Identifier to) throws NoSuchTableException, TableAlreadyExistsException {
+    List<String> toNs = to.namespace() == null || to.namespace().length == 0 ? ns(from) : ns(to);
+    if (to.name() == null || to.name().isEmpty()) {
+      throw new IllegalArgumentException("cannot rename " + String.join(".", ns(from)) + "." + from.name()
+          + ": the new name is empty");
+    }
+    try {
+      client().renameTable(ns(from), from.name(), toNs, to.name());
+    } catch (WireException e) {
+      if (e.name.equals("NO_SUCH_TABLE")) throw new NoSuchTableException(from);
+      if (e.name.equals("TABLE_EXISTS")) throw new TableAlreadyExistsException(Identifier.of(toNs.toArray(new String[0]), to.name()));
+      throw Errors.spark(e);
+    }
   }
 
   // --- namespaces -------------------------------------------------------------------------

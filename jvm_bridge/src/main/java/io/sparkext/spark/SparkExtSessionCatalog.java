@@ -119,6 +119,15 @@ public class SparkExtSessionCatalog extends DelegatingCatalogExtension {
   }
 
   @Override
+  public void renameTable(Identifier from, Identifier to) throws NoSuchTableException, TableAlreadyExistsException {
+    if (storeTable(from) != null) {
+      store.renameTable(from, to);
+    } else {
+      super.renameTable(from, to);
+    }
+  }
+
+  @Override
   public boolean dropTable(Identifier ident) {
     return storeTable(ident) != null ? store.dropTable(ident) : super.dropTable(ident);
   }

@@ -70,6 +70,21 @@ public final class StoreClient {
     return new TableMeta(call(Kinds.ALTER_TABLE, m, false).meta);
   }
 
+  /** ALTER_TABLE {add_columns}: columns are {name, type, nullable: true} objects (protocol section 13.3). */
+  public TableMeta addColumns(List<String> ns, String name, ArrayNode columns) {
+    ObjectNode m = tableRef(ns, name);
+    m.set("add_columns", columns);
+    return new TableMeta(call(Kinds.ALTER_TABLE, m, false).meta);
+  }
+
+  /** RENAME_TABLE, within a namespace or to another one. */
+  public TableMeta renameTable(List<String> ns, String name, List<String> newNs, String newName) {
+    ObjectNode m = tableRef(ns, name);
+    m.set("new_namespace", strings(newNs));
+    m.put("new_name", newName);
+    return new TableMeta(call(Kinds.RENAME_TABLE, m, false).meta);
+  }
+
   public TableMeta createIndex(List<String> ns, String name, String index, List<String> cols, String kind) {
     ObjectNode m = tableRef(ns, name);
     ObjectNode ix = m.putObject("index");
