@@ -18,7 +18,8 @@ import java.util.function.Function;
  * <pre>
  * spark.sparkext.locator               host:port of the locator (else the catalog's locator option,
  *                                      else the embedded server of $SPARK_EXT_HOME)
- * spark.sparkext.secretFile            file holding the cluster's secret
+ * spark.sparkext.secretFile            file holding the cluster's secret (else $SPARK_EXT_HOME/secret
+ *                                      when it exists, as the catalog does)
  * spark.sparkext.embedded              true: the store is this user's embedded server
  * spark.sparkext.executorStartServer   true: executors start a missing store server on their host
  * spark.sparkext.requireLocator        true (default): SparkContext start fails when the locator
@@ -128,7 +129,7 @@ public final class PluginSettings {
       if (host.isEmpty() || host.chars().anyMatch(Character::isWhitespace) || port < 1 || port > 65535) {
         throw new IllegalArgumentException("spark-ext: " + locKey + "='" + loc + "': expected host:port, e.g. 127.0.0.1:7100");
       }
-      if (secret == null && sf == null && "true".equalsIgnoreCase(conf.apply(EMBEDDED))) {
+      if (secret == null) {  // as the catalog does: the home's secret when none is named
         Path s = Endpoints.home().resolve("secret");
         if (Files.isRegularFile(s)) {
           secret = Endpoints.readSecret(s);
