@@ -148,15 +148,15 @@ from pyspark.sql import SparkSession
 import spark_ext
 from spark_ext import StoreTable
 
-locator, secret_file = sys.argv[1], sys.argv[2]
-b = (SparkSession.builder.master("local-cluster[2,1,1024]").appName("spark-ext-plugin-cluster")
+locator, secret_file, master, executors = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+b = (SparkSession.builder.master(master).appName("spark-ext-plugin-cluster")
      .config("spark.ui.enabled", "false").config("spark.driver.bindAddress", "127.0.0.1"))
 spark = spark_ext.configure(b, locator=locator, secret_file=secret_file, executor_start_server=True).getOrCreate()
 jvm = spark.sparkContext._jvm
 status = lambda: list(jvm.io.sparkext.spark.PluginDriver.status())
 deadline = time.monotonic() + 240
-while time.monotonic() < deadline and sum(1 for e in status() if e.startswith("executor ")) < 2:
-    time.sleep(0.2)  # both executors report once their plug-in ran
+while time.monotonic() < deadline and sum(1 for e in status() if e.startswith("executor ")) < executors:
+    time.sleep(0.2)  # each executor reports once its plug-in ran
 out = {"status": status(), "executors": spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1}
 spark.sql("CREATE NAMESPACE IF NOT EXISTS store.plug")
 spark.sql("CREATE TABLE store.plug.kv (id BIGINT NOT NULL, v STRING, PRIMARY KEY (id)) TBLPROPERTIES ('buckets'='4')")
@@ -178,7 +178,8 @@ def test_executors_start_a_server_on_local_cluster(make_cluster: Any, tmp_path: 
     run_file = home / "run" / f"executor-server-{lh}_{lp}.json"
     env = _env(SPARK_EXT_HOME=str(home), SPARK_HOME=_spark_home(tmp_path), PYSPARK_PYTHON=sys.executable)
     try:
-        out = _run(CLUSTER_PROGRAM, [f"{lh}:{lp}", str(cluster.secret_file)], env, tmp_path)
+        out = _run(CLUSTER_PROGRAM, [f"{lh}:{lp}", str(cluster.secret_file), "local-cluster[2,1,1024]", "2"], env,
+                   tmp_path)
         assert out["executors"] == 2
         reports = [e for e in out["status"] if e.startswith("executor ")]
         started = [e for e in reports if "started store server" in e]
@@ -209,3 +210,81 @@ def _stop_by_run_file(run_file: Path) -> None:
         time.sleep(0.1)
     if pid_alive(pid):
         os.kill(pid, signal.SIGKILL)
+
+
+class _Standalone:
+    """A standalone Spark master and one worker on loopback (free ports), stopped by pid."""
+
+    def __init__(self, root: Path, spark_home: str, env: dict[str, str]) -> None:
+        from integration.cluster import _pdeathsig
+
+        self.root = root
+        self.port, self.ui = free_port(), free_port()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        cls = str(Path(spark_home) / "bin" / "spark-class")
+        for name, args in (
+            ("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(self.port),
+                        "--webui-port", str(self.ui)]),
+            ("worker", ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
+                        "--memory", "2g", "--webui-port", str(free_port()), "--work-dir", str(root / "work"),
+                        f"spark://127.0.0.1:{self.port}"]),
+        ):
+            with open(root / f"{name}.log", "ab") as log:
+                self.procs.append(subprocess.Popen([cls, *args], stdout=log, stderr=subprocess.STDOUT,
+                                                   stdin=subprocess.DEVNULL, env=env, preexec_fn=_pdeathsig))
+
+    @property
+    def url(self) -> str:
+        return f"spark://127.0.0.1:{self.port}"
+
+    def wait_worker(self, timeout: float = 180) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.ui}/json/", timeout=5) as r:
+                    if json.loads(r.read()).get("aliveworkers", 0) >= 1:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"the standalone worker did not register within {timeout}s; see {self.root}/*.log")
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(10)
+
+
+@pytest.mark.slow
+def test_executor_starts_a_server_on_standalone_master(make_cluster: Any, tmp_path: Path) -> None:
+    """A standalone master and worker: the executor (whose environment is the worker's, not
+    the driver's) starts the server with the Python the driver names."""
+    cluster = make_cluster("plugin-standalone", n_servers=0)
+    lh, lp = cluster.locator.address
+    home = tmp_path / "home"
+    run_file = home / "run" / f"executor-server-{lh}_{lp}.json"
+    spark_home = _spark_home(tmp_path)
+    (tmp_path / "work").mkdir()
+    worker_env = _env(SPARK_EXT_HOME=str(home), SPARK_HOME=spark_home)  # no PYSPARK_PYTHON on the worker
+    sa = _Standalone(tmp_path, spark_home, worker_env)
+    try:
+        sa.wait_worker()
+        env = _env(SPARK_EXT_HOME=str(tmp_path / "driver-home"), SPARK_HOME=spark_home, PYSPARK_PYTHON=sys.executable)
+        out = _run(CLUSTER_PROGRAM, [f"{lh}:{lp}", str(cluster.secret_file), sa.url, "1"], env, tmp_path)
+        reports = [e for e in out["status"] if e.startswith("executor ")]
+        assert len(reports) == 1 and "started store server" in reports[0], out["status"]
+        assert f"data {home / 'executor-server'}" in reports[0]  # the worker's SPARK_EXT_HOME
+        servers = cluster.client().servers()
+        assert len(servers) == 1 and servers[0]["up"] and servers[0]["server_id"] in reports[0], servers
+        assert out["put"] == 500 and out["count"] == 1500 and out["row"] == {"id": 1200, "v": "p"}
+    finally:
+        sa.stop()
+        _stop_by_run_file(run_file)
