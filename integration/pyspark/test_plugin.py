@@ -39,7 +39,7 @@ import json, os, sys
 from pyspark.sql import SparkSession
 import spark_ext
 
-dead, embedded_locator, wrong_secret = sys.argv[1], sys.argv[2], sys.argv[3]
+dead, embedded_locator, wrong_secret, empty_locator, empty_secret = sys.argv[1:6]
 
 def builder(**options):
     b = (SparkSession.builder.master("local[2]").appName("spark-ext-plugin")
@@ -66,6 +66,18 @@ out["bad_timeout"] = start_fails(builder().config("spark.sparkext.checkTimeoutMs
 out["bad_locator"] = start_fails(builder().config("spark.sparkext.locator", "no-port-here"))
 out["bad_secret_file"] = start_fails(builder().config("spark.sparkext.secretFile", "/nonexistent/secret"))
 out["wrong_secret"] = start_fails(builder(locator=embedded_locator, secret_file=wrong_secret))
+out["bad_start_timeout"] = start_fails(builder().config("spark.sparkext.executor.startTimeoutMs", "-5"))
+out["bad_server_host"] = start_fails(builder().config("spark.sparkext.executor.serverHost", "a host"))
+
+# Executor side failures (a locator without servers, a Python that cannot start one): the
+# executor lives on, its error reaches the driver.
+for case, python in (("no_python", "/nonexistent/python"), ("server_exits", "/bin/false")):
+    s = (builder(locator=empty_locator, secret_file=empty_secret, executor_start_server=True)
+         .config("spark.sparkext.executor.python", python).config("spark.sparkext.executor.startTimeoutMs", "20000")
+         .getOrCreate())
+    out[case + "_count"] = s.range(5).count()
+    out[case + "_status"] = status()
+    s.stop()
 
 s = builder(locator=dead).config("spark.sparkext.requireLocator", "false").getOrCreate()
 out["warn_only_count"] = s.range(10).count()
@@ -109,15 +121,19 @@ def test_plugin_on_in_shared_session(spark: Any, store_home: Any) -> None:
     assert f"locator {loc} answered" in status
 
 
-def test_plugin_driver_checks_and_bad_input_local(store_home: Any, tmp_path: Path) -> None:
-    """local[2]: a dead locator, bad values, a wrong secret; then warn-only and executor start."""
+def test_plugin_driver_checks_and_bad_input_local(store_home: Any, make_cluster: Any, tmp_path: Path) -> None:
+    """local[2]: a dead locator, bad values, a wrong secret, executor-side failures; then
+    warn-only and an executor finding the embedded server."""
     from spark_ext.client import embedded
+
+    empty = make_cluster("plugin-empty", n_servers=0)
 
     (host, port), _ = embedded.ensure_embedded(start=False)
     dead = f"127.0.0.1:{free_port()}"
     wrong = tmp_path / "wrong-secret"
     wrong.write_text("not-the-secret\n")
-    out = _run(LOCAL_CASES, [dead, f"{host}:{port}", str(wrong)],
+    el, ep = empty.locator.address
+    out = _run(LOCAL_CASES, [dead, f"{host}:{port}", str(wrong), f"{el}:{ep}", str(empty.secret_file)],
                _env(SPARK_EXT_HOME=str(store_home.path)), tmp_path)
 
     assert out["dead"] is not None
@@ -129,6 +145,17 @@ def test_plugin_driver_checks_and_bad_input_local(store_home: Any, tmp_path: Pat
     assert "spark.sparkext.secretFile='/nonexistent/secret': no such file" in out["bad_secret_file"]
     assert f"the locator at {host}:{port} does not answer" in out["wrong_secret"]
     assert "AUTH_FAILED" in out["wrong_secret"] and f"check the secret in {wrong}" in out["wrong_secret"]
+
+    assert "spark.sparkext.executor.startTimeoutMs='-5': expected milliseconds" in out["bad_start_timeout"]
+    assert "spark.sparkext.executor.serverHost='a host' has spaces" in out["bad_server_host"]
+
+    assert out["no_python_count"] == 5 and out["server_exits_count"] == 5
+    err = [e for e in out["no_python_status"] if e.startswith("executor driver on ") and " error: " in e]
+    assert err and f"no store server for the locator {el}:{ep}" in err[0], out["no_python_status"]
+    assert "cannot run /nonexistent/python (spark.sparkext.executor.python)" in err[0]
+    err = [e for e in out["server_exits_status"] if e.startswith("executor driver on ") and " error: " in e]
+    assert err and "the store server exited with code 1 during start; see " in err[0], out["server_exits_status"]
+    assert empty.client().servers() == []
 
     assert out["warn_only_count"] == 10
     assert any(e.startswith(f"error: spark-ext plug-in: the locator at {dead} does not answer")

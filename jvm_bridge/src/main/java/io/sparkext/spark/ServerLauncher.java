@@ -78,6 +78,10 @@ final class ServerLauncher {
   }
 
   private String start() throws IOException, InterruptedException {
+    if (!executable(s.python)) {
+      throw new IOException("cannot run " + s.python + " (" + PluginSettings.PYTHON + "): no such executable file"
+          + (s.python.contains("/") ? "" : " on PATH"));
+    }
     Files.createDirectories(logFile().getParent());
     Files.createDirectories(dataDir());
     String bind = s.serverHost != null ? s.serverHost : executorHost;
@@ -123,6 +127,18 @@ final class ServerLauncher {
     }
     throw new IOException("the store server (pid " + p.pid() + ") did not register with the locator " + s.address()
         + " within " + s.startTimeoutMs + " ms (" + PluginSettings.START_TIMEOUT + "); see " + logFile());
+  }
+
+  /** Whether {@code cmd} (a path, or a name looked up on PATH) is an executable file. */
+  static boolean executable(String cmd) {
+    if (cmd.contains("/")) return Files.isRegularFile(Paths.get(cmd)) && Files.isExecutable(Paths.get(cmd));
+    String path = System.getenv("PATH");
+    if (path == null) return false;
+    for (String dir : path.split(File.pathSeparator)) {
+      Path p = Paths.get(dir.isEmpty() ? "." : dir, cmd);
+      if (Files.isRegularFile(p) && Files.isExecutable(p)) return true;
+    }
+    return false;
   }
 
   private String tail() {
