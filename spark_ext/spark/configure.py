@@ -10,11 +10,14 @@ Then the builder gets (``builder.config`` only stores settings; the JVM starts l
 ``spark.sql.catalog.<catalog_name>``        ``io.sparkext.spark.SparkExtCatalog``
 ``spark.sql.catalog.<catalog_name>.*``      ``locator``, ``secretFile``
 ``spark.sql.catalog.spark_catalog``         the session catalog extension (``session_catalog``)
-``spark.plugins``                           the driver/executor plug-in
+``spark.plugins``                           the driver/executor plug-in (appended): at
+                                            ``getOrCreate()`` it fails the start when the
+                                            locator does not answer
 ``spark.sparkext.*``                        the store address for Python code on the driver
                                             (``locator``, ``secretFile``, ``embedded``,
                                             ``home``, ``catalogName``,
-                                            ``executorStartServer``, ``haGroup``)
+                                            ``executorStartServer``, ``haGroup``,
+                                            ``executor.python``)
 ==========================================  ===============================================
 
 JVM classes are only configured when the jar holds them; without the jar (not built yet)
@@ -157,6 +160,8 @@ def settings(options: Options, store: A.StoreAddress, existing: dict[str, str] |
     }
     if store.secret_file:
         conf[A.CONF_SECRET_FILE] = store.secret_file
+    if options.executor_start_server:  # the Python that runs a server an executor starts
+        conf["spark.sparkext.executor.python"] = options.python or os.environ.get("PYSPARK_PYTHON") or sys.executable
     if store.home:
         conf[A.CONF_HOME] = store.home
     if options.ha_group:
@@ -219,7 +224,11 @@ def configure(builder: Any, **options: Any) -> Any:
         jar: path of the spark-ext jar (default: ``$SPARK_EXT_JAR``, ``build/spark-ext_2.13-0.1.0.jar``
             of a source checkout, or the jar inside the installed package).
         executor_start_server: let each executor start a missing store server on its host
-            (default False).
+            (default False): the plug-in's executor side checks, under a per-host lock, whether
+            a live server of the locator runs on its host and otherwise starts ``python -m
+            spark_ext.cli server start`` detached (with ``python`` below; data in
+            ``$SPARK_EXT_HOME/executor-server/``), waiting until it registers. See
+            ``docs/configuration.md``, "The plug-in".
         ha_group: driver HA group: ``getOrCreate()`` returns only once this driver holds
             the group's lease (a standby blocks, logging that it stands by, and takes over
             when the leader's lease lapses). Every write of the session then carries the

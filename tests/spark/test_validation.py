@@ -224,3 +224,19 @@ def test_import_is_light_and_installs_methods() -> None:
     # Either import order works.
     subprocess.run([sys.executable, "-c", "from pyspark.sql import DataFrame\nimport spark_ext\n"
                     "assert DataFrame.putInto.__name__ == 'putInto'"], check=True)
+
+
+def test_settings_name_the_python_of_executor_started_servers(monkeypatch: Any) -> None:
+    import sys
+
+    addr = A.StoreAddress(("h", 1))
+    monkeypatch.delenv("PYSPARK_PYTHON", raising=False)
+    on = C.settings(C.validate_options(executor_start_server=True), addr)
+    assert on["spark.sparkext.executor.python"] == sys.executable
+    given = C.settings(C.validate_options(executor_start_server=True, python="/opt/py/bin/python3"), addr)
+    assert given["spark.sparkext.executor.python"] == "/opt/py/bin/python3"
+    monkeypatch.setenv("PYSPARK_PYTHON", "/usr/bin/python3.11")
+    env = C.settings(C.validate_options(executor_start_server=True), addr)
+    assert env["spark.sparkext.executor.python"] == "/usr/bin/python3.11"
+    off = C.settings(C.validate_options(), addr)
+    assert "spark.sparkext.executor.python" not in off and off["spark.sparkext.executorStartServer"] == "false"
