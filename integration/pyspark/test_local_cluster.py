@@ -17,6 +17,8 @@ import pytest
 
 from spark_ext import StoreTable
 
+from .standalone import spark_home as _spark_home
+
 PROGRAM = r"""
 import json, os, sys
 from spark_ext.spark.testing import local_session
@@ -38,19 +40,6 @@ out["count"] = t.count()
 print("RESULT " + json.dumps(out))
 spark.stop()
 """
-
-
-def _spark_home(tmp: Path) -> str:
-    """A SPARK_HOME of symlinks, so executor logs go to tmp instead of site-packages."""
-    import pyspark
-
-    src = Path(pyspark.__file__).parent
-    home = tmp / "spark-home"
-    home.mkdir()
-    for d in ("bin", "sbin", "jars", "python", "conf"):
-        if (src / d).exists():
-            (home / d).symlink_to(src / d)
-    return str(home)
 
 
 @pytest.mark.slow

@@ -26,7 +26,7 @@ import pytest
 from integration.cluster import free_port, pid_alive
 from spark_ext.spark import configure as C
 
-from .test_local_cluster import _spark_home
+from .standalone import Standalone, spark_home as _spark_home
 
 pytestmark = pytest.mark.skipif(
     C.default_jar() is None or C.PLUGIN_CLASS not in C.jar_classes(C.default_jar() or ""),
@@ -239,57 +239,6 @@ def _stop_by_run_file(run_file: Path) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-class _Standalone:
-    """A standalone Spark master and one worker on loopback (free ports), stopped by pid."""
-
-    def __init__(self, root: Path, spark_home: str, env: dict[str, str]) -> None:
-        from integration.cluster import _pdeathsig
-
-        self.root = root
-        self.port, self.ui = free_port(), free_port()
-        self.procs: list[subprocess.Popen[bytes]] = []
-        cls = str(Path(spark_home) / "bin" / "spark-class")
-        for name, args in (
-            ("master", ["org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(self.port),
-                        "--webui-port", str(self.ui)]),
-            ("worker", ["org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
-                        "--memory", "2g", "--webui-port", str(free_port()), "--work-dir", str(root / "work"),
-                        f"spark://127.0.0.1:{self.port}"]),
-        ):
-            with open(root / f"{name}.log", "ab") as log:
-                self.procs.append(subprocess.Popen([cls, *args], stdout=log, stderr=subprocess.STDOUT,
-                                                   stdin=subprocess.DEVNULL, env=env, preexec_fn=_pdeathsig))
-
-    @property
-    def url(self) -> str:
-        return f"spark://127.0.0.1:{self.port}"
-
-    def wait_worker(self, timeout: float = 180) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.ui}/json/", timeout=5) as r:
-                    if json.loads(r.read()).get("aliveworkers", 0) >= 1:
-                        return
-            except OSError:
-                pass
-            time.sleep(0.5)
-        raise AssertionError(f"the standalone worker did not register within {timeout}s; see {self.root}/*.log")
-
-    def stop(self) -> None:
-        for p in reversed(self.procs):
-            if p.poll() is None:
-                p.terminate()
-        for p in self.procs:
-            try:
-                p.wait(20)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait(10)
-
-
 @pytest.mark.slow
 def test_executor_starts_a_server_on_standalone_master(make_cluster: Any, tmp_path: Path) -> None:
     """A standalone master and worker: the executor (whose environment is the worker's, not
@@ -301,7 +250,7 @@ def test_executor_starts_a_server_on_standalone_master(make_cluster: Any, tmp_pa
     spark_home = _spark_home(tmp_path)
     (tmp_path / "work").mkdir()
     worker_env = _env(SPARK_EXT_HOME=str(home), SPARK_HOME=spark_home)  # no PYSPARK_PYTHON on the worker
-    sa = _Standalone(tmp_path, spark_home, worker_env)
+    sa = Standalone(tmp_path, spark_home, worker_env)
     try:
         sa.wait_worker()
         env = _env(SPARK_EXT_HOME=str(tmp_path / "driver-home"), SPARK_HOME=spark_home, PYSPARK_PYTHON=sys.executable)

@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
 
-from integration.pyspark.test_local_cluster import _spark_home
+from .standalone import Standalone, spark_home
 
 PROGRAM = r"""
 import json, sys
@@ -53,63 +51,18 @@ spark.stop()
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float = 90.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise AssertionError(f"exited with {proc.returncode}: {log.read_text()[-3000:]}")
-        with socket.socket() as s:
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise AssertionError(f"port {port} not listening after {timeout}s: {log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
-
-
 @pytest.fixture
 def standalone(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """A Master and one Worker (2 cores, 2 GiB) on loopback; yields (master URL, env)."""
-    home = _spark_home(tmp_path)
-    env = {**os.environ, "SPARK_HOME": home, "SPARK_LOCAL_IP": "127.0.0.1",
-           "SPARK_LOG_DIR": str(tmp_path / "logs"), "PYSPARK_PYTHON": sys.executable}
-    port, ui, wui = _free_port(), _free_port(), _free_port()
-    spark_class = str(Path(home) / "bin" / "spark-class")
-    mlog, wlog = tmp_path / "master.log", tmp_path / "worker.log"
-    master = subprocess.Popen(
-        [spark_class, "org.apache.spark.deploy.master.Master", "--host", "127.0.0.1", "--port", str(port),
-         "--webui-port", str(ui)], env=env, cwd=tmp_path, stdout=mlog.open("wb"), stderr=subprocess.STDOUT)
-    worker = None
+    env = {**os.environ, "SPARK_HOME": spark_home(tmp_path), "SPARK_LOCAL_IP": "127.0.0.1",
+           "PYSPARK_PYTHON": sys.executable}
+    (tmp_path / "work").mkdir()
+    sa = Standalone(tmp_path, env["SPARK_HOME"], env)
     try:
-        _wait_port(port, master, mlog)
-        url = f"spark://127.0.0.1:{port}"
-        worker = subprocess.Popen(
-            [spark_class, "org.apache.spark.deploy.worker.Worker", "--host", "127.0.0.1", "--cores", "2",
-             "--memory", "2g", "--webui-port", str(wui), "--work-dir", str(tmp_path / "work"), url],
-            env=env, cwd=tmp_path, stdout=wlog.open("wb"), stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 90
-        while "Successfully registered with master" not in wlog.read_text(errors="replace"):
-            assert worker.poll() is None and time.monotonic() < deadline, wlog.read_text()[-3000:]
-            time.sleep(0.3)
-        yield url, env
+        sa.wait_worker()
+        yield sa.url, env
     finally:
-        if worker is not None:
-            _stop(worker)
-        _stop(master)
+        sa.stop()
 
 
 @pytest.mark.slow
