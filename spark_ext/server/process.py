@@ -204,6 +204,9 @@ class LocatorProcess(Process):
         self.locator = LocatorService(self.catalog, cfg.secret, cfg.lost_after_s)
         self.locator.lease_service = LeaseService(LeaseTable(cfg.data_dir / "leases.json"))
         self.locator.fences = FenceRegistry(cfg.data_dir / "fences.json")
+        # A grant fences the catalog at once: a paused former leader's DDL is refused
+        # before the new leader's first DDL.
+        self.locator.lease_service.on_grant = self.locator.fences.observe
         self.frames = FrameServer(cfg.host, cfg.port, secret=cfg.secret, role=self.role)
         self.locator.register(self.frames)
         self.frames.start()

@@ -1,0 +1,109 @@
+"""Driver HA for a Spark application: ``spark_ext.configure(builder, ha_group="orders")``.
+
+``getOrCreate()`` then returns only once this driver holds the group's lease:
+
+1. **Warm standby.** The Spark session is created first (the JVM starts, the store
+   catalog is loaded and connected by a read-only call, the query engine runs one tiny
+   job), and only then does the driver contend for the lease. A standby thus waits with
+   everything started, and a takeover costs the lease's lapse plus a few statements, not
+   a JVM start (several seconds). The price: a standby holds its driver JVM (and, on a
+   cluster, its executors) while it waits. A standby never writes: it has no token yet.
+2. **Takeover.** Once the lease is granted: the Python client gets the token (every
+   ``StoreTable`` / ``putInto`` write carries it), the JVM gets it
+   (``io.sparkext.wire.Fence.lead``: every Spark SQL DDL and write job carries it, also
+   from executor JVMs), and the token is announced to every store server (a fenced
+   PING), so a paused former leader is refused everywhere from now on.
+3. **Loss.** The lease is renewed in the background. When it is lost the Python client
+   refuses writes at once (:meth:`Leadership.check`), the JVM is told
+   (``Fence.lose``) and refuses every Spark SQL write at once, and an error is logged.
+   The servers refuse the old token anyway once the new leader announced itself.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+from spark_ext.spark import address as A
+
+logger = logging.getLogger(__name__)
+
+FENCE_CLASS = "io.sparkext.wire.Fence"
+
+
+def jvm_fence(spark: Any) -> Any:
+    """The JVM's ``io.sparkext.wire.Fence`` class, or None when the jar lacks it."""
+    try:
+        from py4j.java_gateway import JavaClass
+
+        cls = spark.sparkContext._jvm.io.sparkext.wire.Fence
+        return cls if isinstance(cls, JavaClass) else None
+    except Exception:  # no JVM (a stopped session) or no jar
+        return None
+
+
+def warm_up(spark: Any, catalog: str) -> None:
+    """Read-only calls that load and connect what a first write needs (no writes)."""
+    for what, run in (("catalog", lambda: spark.sql(f"SHOW NAMESPACES IN {catalog}").collect()),
+                      ("engine", lambda: spark.range(2).selectExpr("sum(id)").collect())):
+        try:
+            run()
+        except Exception as e:  # a warm-up is an optimisation; the takeover works without it
+            logger.info("warm standby: the %s warm-up failed (%s); going on", what, e)
+
+
+def take_over(spark: Any, lead: Any, store: A.StoreAddress) -> None:
+    """Give this session the leadership ``lead`` (just acquired): Python client, JVM, servers."""
+    group, token = lead.group, lead.token
+    client = A.client_for(store)
+    client.leadership = lead
+    client.fence = lead.fence
+    fence = jvm_fence(spark)
+    if fence is not None:
+        fence.lead(group, token)
+    else:
+        logger.warning("HA group %s: the JVM has no %s (jar missing or old): Spark SQL writes are not fenced",
+                       group, FENCE_CLASS)
+
+    def lost(reason: str) -> None:
+        logger.error("HA group %s: this driver lost its leadership (%s); its writes are refused from now on",
+                     group, reason)
+        if fence is not None:
+            fence.lose(group, reason)
+
+    lead.on_lost(lost)
+    unreached = client.announce()  # every server refuses the previous leader from now on
+    if unreached:
+        logger.warning("HA group %s: servers %s did not get the new token yet; they learn it from the "
+                       "locator within a heartbeat", group, ", ".join(unreached))
+    spark._spark_ext_leadership = lead
+
+
+def lead_before_create(builder: Any, group: str, ttl: float, store: A.StoreAddress, catalog: str) -> None:
+    """Make ``builder.getOrCreate()`` return only once this driver leads ``group``.
+
+    A second ``getOrCreate()`` while this driver leads returns the session at once; after
+    a loss it stands by again and takes over with a new token.
+    """
+    original: Callable[[], Any] = builder.getOrCreate
+    state: dict[str, Any] = {}
+
+    def getOrCreate() -> Any:  # noqa: N802 - mirrors PySpark
+        from spark_ext.ha.backends import LocatorLeases
+        from spark_ext.ha.leadership import Leadership
+
+        held = state.get("lead")
+        if held is not None and held.is_leader:
+            return original()
+        spark = original()
+        warm_up(spark, catalog)
+        A.client_for(store).servers()  # the Python client connected too, before contending
+        logger.info("HA group %s: Spark session ready (warm standby); contending for the lease", group)
+        lead = Leadership(group, ttl=ttl, backend=LocatorLeases(store.locator, store.secret)).acquire()
+        if held is not None:
+            held.release()
+        take_over(spark, lead, store)
+        state["lead"] = lead
+        return spark
+
+    builder.getOrCreate = getOrCreate
