@@ -2,12 +2,13 @@
 
 ``getOrCreate()`` then returns only once this driver holds the group's lease:
 
-1. **Warm standby.** The Spark session is created first (the JVM starts, the store
-   catalog is loaded and connected by a read-only call, the query engine runs one tiny
-   job), and only then does the driver contend for the lease. A standby thus waits with
-   everything started, and a takeover costs the lease's lapse plus a few statements, not
-   a JVM start (several seconds). The price: a standby holds its driver JVM (and, on a
-   cluster, its executors) while it waits. A standby never writes: it has no token yet.
+1. **Warm standby.** The Spark session is created first (the JVM starts) and warmed by
+   read-only work (:func:`warm_up`: the store catalog, the query engine, the write plan
+   and a read of the store tables, the connections to every server), and only then does
+   the driver contend for the lease. A standby thus waits with everything started, and a
+   takeover costs the lease's lapse plus a few statements, not a JVM start (10-30 s on a
+   busy machine). The price: a standby holds its driver JVM (and, on a cluster, its
+   executors) while it waits. A standby never writes or sends DDL: it has no token yet.
 2. **Takeover.** Once the lease is granted: the Python client gets the token (every
    ``StoreTable`` / ``putInto`` write carries it), the JVM gets it
    (``io.sparkext.wire.Fence.lead``: every Spark SQL DDL and write job carries it, also
@@ -42,14 +43,46 @@ def jvm_fence(spark: Any) -> Any:
         return None
 
 
-def warm_up(spark: Any, catalog: str) -> None:
-    """Read-only calls that load and connect what a first write needs (no writes)."""
-    for what, run in (("catalog", lambda: spark.sql(f"SHOW NAMESPACES IN {catalog}").collect()),
-                      ("engine", lambda: spark.range(2).selectExpr("sum(id)").collect())):
+def _quote(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def warm_up(spark: Any, catalog: str, store: A.StoreAddress, max_tables: int = 4) -> None:
+    """Read-only work that loads and connects what the first statements after a takeover
+    need, so they do not pay for it then. Nothing is written, no DDL is sent.
+
+    * the catalog: loaded and connected to the locator (``SHOW TABLES``);
+    * the query engine: one tiny job;
+    * up to ``max_tables`` store tables of ``<catalog>.default``: an INSERT planned but
+      not run (``EXPLAIN``: the parser, analyzer and DSv2 write planning) and a one-row
+      read (the scan path and the JVM's connections to the store servers);
+    * the Python client: connected to the locator and to every store server.
+    """
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("engine", lambda: spark.range(2).selectExpr("sum(id)").collect()),
+        ("python client", lambda: _connect_servers(store)),
+    ]
+    try:
+        rows = spark.sql(f"SHOW TABLES IN {_quote(catalog)}.default").collect()
+    except Exception as e:  # no catalog (jar missing) or no default namespace yet
+        logger.info("warm standby: no store tables to warm up (%s)", str(e).splitlines()[0] if str(e) else e)
+        rows = []
+    for r in rows[:max_tables]:
+        t = f"{_quote(catalog)}.{_quote(r['namespace'])}.{_quote(r['tableName'])}"
+        steps.append((f"write plan of {t}", lambda t=t: spark.sql(f"EXPLAIN INSERT INTO {t} SELECT * FROM {t} WHERE false").collect()))
+        steps.append((f"read of {t}", lambda t=t: spark.sql(f"SELECT * FROM {t} LIMIT 1").collect()))
+    for what, run in steps:
         try:
             run()
         except Exception as e:  # a warm-up is an optimisation; the takeover works without it
-            logger.info("warm standby: the %s warm-up failed (%s); going on", what, e)
+            logger.info("warm standby: the warm-up of the %s failed (%s); going on", what, str(e).splitlines()[0] if str(e) else e)
+
+
+def _connect_servers(store: A.StoreAddress) -> None:
+    client = A.client_for(store)
+    for srv in client.servers():
+        if srv.get("up"):
+            client.server_status(srv["host"], srv["port"])
 
 
 def take_over(spark: Any, lead: Any, store: A.StoreAddress) -> None:
@@ -96,8 +129,7 @@ def lead_before_create(builder: Any, group: str, ttl: float, store: A.StoreAddre
         if held is not None and held.is_leader:
             return original()
         spark = original()
-        warm_up(spark, catalog)
-        A.client_for(store).servers()  # the Python client connected too, before contending
+        warm_up(spark, catalog, store)
         logger.info("HA group %s: Spark session ready (warm standby); contending for the lease", group)
         lead = Leadership(group, ttl=ttl, backend=LocatorLeases(store.locator, store.secret)).acquire()
         if held is not None:
