@@ -93,14 +93,21 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).addHandler(_LibraryEvents())
     os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 
+    from pyspark.sql import SparkSession
+
+    import spark_ext
     from spark_ext import StoreTable
-    from spark_ext.spark.testing import local_session
 
     opts: dict[str, Any] = {"locator": a.locator, "ha_group": a.group, "ha_ttl": a.ttl}
     if a.secret_file:
         opts["secret_file"] = a.secret_file
     emit("starting")
-    spark = local_session(a.master, f"ha-{a.group}-{a.name}", **opts)  # returns once this driver leads
+    b = (SparkSession.builder.master(a.master).appName(f"ha-{a.group}-{a.name}")
+         .config("spark.sql.shuffle.partitions", "4").config("spark.ui.enabled", "false")
+         .config("spark.ui.showConsoleProgress", "false").config("spark.driver.bindAddress", "127.0.0.1")
+         .config("spark.sparkext.haWarmTables", f"default.{a.prefix}_sql,default.{a.prefix}_put"))
+    spark = spark_ext.configure(b, **opts).getOrCreate()  # returns once this driver leads
+    spark.sparkContext.setLogLevel("ERROR")
     lead = spark._spark_ext_leadership
     holder = lead.holder
     emit("leader", token=lead.token, holder=holder)

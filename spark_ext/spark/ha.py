@@ -30,6 +30,9 @@ from spark_ext.spark import address as A
 logger = logging.getLogger(__name__)
 
 FENCE_CLASS = "io.sparkext.wire.Fence"
+#: Spark conf: the store tables a standby warms up (comma-separated, ``ns.table`` or
+#: ``catalog.ns.table``); default: the first few of the catalog's ``default`` namespace.
+CONF_WARM_TABLES = "spark.sparkext.haWarmTables"
 
 
 def jvm_fence(spark: Any) -> Any:
@@ -47,28 +50,41 @@ def _quote(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
 
-def warm_up(spark: Any, catalog: str, store: A.StoreAddress, max_tables: int = 4) -> None:
+def _warm_tables(spark: Any, catalog: str, max_tables: int) -> list[str]:
+    """The tables to warm up, quoted: the conf's list, else the first of ``<catalog>.default``."""
+    given = [t.strip() for t in str(spark.conf.get(CONF_WARM_TABLES, "") or "").split(",") if t.strip()]
+    if given:
+        out = []
+        for t in given:
+            parts = t.split(".")
+            parts = parts if len(parts) == 3 else [catalog, *parts]
+            out.append(".".join(_quote(p) for p in parts))
+        return out
+    try:
+        rows = spark.sql(f"SHOW TABLES IN {_quote(catalog)}.default").collect()
+    except Exception as e:  # no catalog (jar missing) or no default namespace yet
+        logger.info("warm standby: no store tables to warm up (%s)", str(e).splitlines()[0] if str(e) else e)
+        return []
+    return [f"{_quote(catalog)}.{_quote(r['namespace'])}.{_quote(r['tableName'])}" for r in rows[:max_tables]]
+
+
+def warm_up(spark: Any, catalog: str, store: A.StoreAddress, max_tables: int = 2) -> None:
     """Read-only work that loads and connects what the first statements after a takeover
     need, so they do not pay for it then. Nothing is written, no DDL is sent.
 
     * the catalog: loaded and connected to the locator (``SHOW TABLES``);
     * the query engine: one tiny job;
-    * up to ``max_tables`` store tables of ``<catalog>.default``: an INSERT planned but
-      not run (``EXPLAIN``: the parser, analyzer and DSv2 write planning) and a one-row
-      read (the scan path and the JVM's connections to the store servers);
+    * the store tables named by ``spark.sparkext.haWarmTables`` (else the first
+      ``max_tables`` of ``<catalog>.default``): an INSERT planned but not run
+      (``EXPLAIN``: the parser, analyzer and DSv2 write planning) and a one-row read (the
+      scan path and the JVM's connections to the store servers);
     * the Python client: connected to the locator and to every store server.
     """
     steps: list[tuple[str, Callable[[], Any]]] = [
         ("engine", lambda: spark.range(2).selectExpr("sum(id)").collect()),
         ("python client", lambda: _connect_servers(store)),
     ]
-    try:
-        rows = spark.sql(f"SHOW TABLES IN {_quote(catalog)}.default").collect()
-    except Exception as e:  # no catalog (jar missing) or no default namespace yet
-        logger.info("warm standby: no store tables to warm up (%s)", str(e).splitlines()[0] if str(e) else e)
-        rows = []
-    for r in rows[:max_tables]:
-        t = f"{_quote(catalog)}.{_quote(r['namespace'])}.{_quote(r['tableName'])}"
+    for t in _warm_tables(spark, catalog, max_tables):
         steps.append((f"write plan of {t}", lambda t=t: spark.sql(f"EXPLAIN INSERT INTO {t} SELECT * FROM {t} WHERE false").collect()))
         steps.append((f"read of {t}", lambda t=t: spark.sql(f"SELECT * FROM {t} LIMIT 1").collect()))
     for what, run in steps:
