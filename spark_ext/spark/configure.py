@@ -221,8 +221,9 @@ def configure(builder: Any, **options: Any) -> Any:
         executor_start_server: let each executor start a missing store server on its host
             (default False).
         ha_group: driver HA group: ``getOrCreate()`` returns only once this driver holds
-            the group's lease (a standby blocks, logging that it stands by, and takes over
-            when the leader's lease lapses). Every write of the session then carries the
+            the group's lease (a warm standby: the session starts and warms up first, then
+            blocks, logging that it stands by, and takes over when the leader's lease
+            lapses). Every write of the session, Python or Spark SQL, then carries the
             lease's fencing token; when the lease is lost, writes stop at once.
         ha_ttl: the lease's time to live in seconds (default 3): a dead leader is replaced
             about this fast.

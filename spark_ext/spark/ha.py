@@ -22,6 +22,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any, Callable
 
@@ -85,13 +86,17 @@ def warm_up(spark: Any, catalog: str, store: A.StoreAddress, max_tables: int = 2
         ("python client", lambda: _connect_servers(store)),
     ]
     for t in _warm_tables(spark, catalog, max_tables):
-        steps.append((f"write plan of {t}", lambda t=t: spark.sql(f"EXPLAIN INSERT INTO {t} SELECT * FROM {t} WHERE false").collect()))
-        steps.append((f"read of {t}", lambda t=t: spark.sql(f"SELECT * FROM {t} LIMIT 1").collect()))
+        steps.append((f"write plan of {t}", functools.partial(_collect, spark, f"EXPLAIN INSERT INTO {t} SELECT * FROM {t} WHERE false")))
+        steps.append((f"read of {t}", functools.partial(_collect, spark, f"SELECT * FROM {t} LIMIT 1")))
     for what, run in steps:
         try:
             run()
         except Exception as e:  # a warm-up is an optimisation; the takeover works without it
             logger.info("warm standby: the warm-up of the %s failed (%s); going on", what, str(e).splitlines()[0] if str(e) else e)
+
+
+def _collect(spark: Any, sql: str) -> Any:
+    return spark.sql(sql).collect()
 
 
 def _connect_servers(store: A.StoreAddress) -> None:
