@@ -97,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import spark_ext
     from spark_ext import StoreTable
+    from spark_ext.spark import address as A
 
     opts: dict[str, Any] = {"locator": a.locator, "ha_group": a.group, "ha_ttl": a.ttl}
     if a.secret_file:
@@ -113,8 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     emit("leader", token=lead.token, holder=holder)
 
     sql_table, put_table = f"store.default.{a.prefix}_sql", f"default.{a.prefix}_put"
-    spark.sql(f"CREATE TABLE IF NOT EXISTS {sql_table} ({COLUMNS}, PRIMARY KEY (id)) TBLPROPERTIES ('buckets'='6')")
-    put = StoreTable.create(spark, put_table, COLUMNS.lower(), primaryKey="id", numBuckets=6, ifNotExists=True)
+    have = set(A.client_for(A.resolve(spark)).list_tables("default"))
+    if f"{a.prefix}_sql" not in have:  # the first leader creates the tables (fenced DDL)
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {sql_table} ({COLUMNS}, PRIMARY KEY (id)) TBLPROPERTIES ('buckets'='6')")
+    if f"{a.prefix}_put" not in have:
+        StoreTable.create(spark, put_table, COLUMNS.lower(), primaryKey="id", numBuckets=6, ifNotExists=True)
+    put = StoreTable.forName(spark, put_table)
     sql_t = StoreTable.forName(spark, f"default.{a.prefix}_sql")
     found = {"sql": sorted(sql_t.toArrow(["id"]).column("id").to_pylist()),
              "put": sorted(put.toArrow(["id"]).column("id").to_pylist())}

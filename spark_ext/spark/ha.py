@@ -76,9 +76,11 @@ def warm_up(spark: Any, catalog: str, store: A.StoreAddress, max_tables: int = 2
     * the catalog: loaded and connected to the locator (``SHOW TABLES``);
     * the query engine: one tiny job;
     * the store tables named by ``spark.sparkext.haWarmTables`` (else the first
-      ``max_tables`` of ``<catalog>.default``): an INSERT planned but not run
-      (``EXPLAIN``: the parser, analyzer and DSv2 write planning) and a one-row read (the
-      scan path and the JVM's connections to the store servers);
+      ``max_tables`` of ``<catalog>.default``): an INSERT of no rows (``INSERT INTO t
+      SELECT * FROM t WHERE false``: the whole write path runs, from the parser to the
+      job commit, and writes nothing: no row is staged, so the servers only see the abort
+      of a transaction they never began) and a one-row read (the scan path and the JVM's
+      connections to the store servers);
     * the Python client: connected to the locator and to every store server.
     """
     steps: list[tuple[str, Callable[[], Any]]] = [
@@ -86,7 +88,7 @@ def warm_up(spark: Any, catalog: str, store: A.StoreAddress, max_tables: int = 2
         ("python client", lambda: _connect_servers(store)),
     ]
     for t in _warm_tables(spark, catalog, max_tables):
-        steps.append((f"write plan of {t}", functools.partial(_collect, spark, f"EXPLAIN INSERT INTO {t} SELECT * FROM {t} WHERE false")))
+        steps.append((f"write path of {t}", functools.partial(_collect, spark, f"INSERT INTO {t} SELECT * FROM {t} WHERE false")))
         steps.append((f"read of {t}", functools.partial(_collect, spark, f"SELECT * FROM {t} LIMIT 1")))
     for what, run in steps:
         try:
