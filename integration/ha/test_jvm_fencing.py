@@ -59,7 +59,8 @@ attempt("append", lambda: spark.range(3000, 3010).selectExpr("id", "'stale' AS v
 attempt("create", sql(f"CREATE TABLE {table}_zombie (id BIGINT, PRIMARY KEY (id))"))
 Fence.lead(group, 6)  # this JVM is now the current leader
 attempt("insert6", sql(f"INSERT INTO {table} SELECT id, 'six' FROM range(2000, 2010, 1, 2)"))
-Fence.lose(group, "test: lease lost")
+Fence.lose(group, 5, "an older term: ignored")
+Fence.lose(group, 6, "test: lease lost")
 attempt("lost_insert", sql(f"INSERT INTO {table} SELECT id, 'lost' FROM range(4000, 4010, 1, 2)"))
 attempt("lost_create", sql(f"CREATE TABLE {table}_lost (id BIGINT, PRIMARY KEY (id))"))
 print("RESULT " + json.dumps(out), flush=True)

@@ -125,7 +125,7 @@ def take_over(spark: Any, lead: Any, store: A.StoreAddress) -> None:
         logger.error("HA group %s: this driver lost its leadership (%s); its writes are refused from now on",
                      group, reason)
         if fence is not None:
-            fence.lose(group, reason)
+            fence.lose(group, token, reason)
 
     lead.on_lost(lost)
     unreached = client.announce()  # every server refuses the previous leader from now on

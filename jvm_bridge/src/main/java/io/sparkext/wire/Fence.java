@@ -37,10 +37,14 @@ public final class Fence implements Serializable {
     lostReason = null;
   }
 
-  /** This JVM lost the leadership of {@code group}: every later write is refused here at once. */
-  public static synchronized void lose(String group, String reason) {
+  /**
+   * This JVM lost the leadership of {@code group} that it held with {@code token}: every
+   * later write is refused here at once. A late call about an earlier term (an older
+   * token) changes nothing.
+   */
+  public static synchronized void lose(String group, long token, String reason) {
     Fence f = current;
-    if (f != null && f.group.equals(group) && lostReason == null) {
+    if (f != null && f.group.equals(group) && f.token == token && lostReason == null) {
       lostReason = reason == null || reason.isEmpty() ? "lease lost" : reason;
     }
   }

@@ -32,9 +32,11 @@ public final class FenceCheck {
     Fence.lead(g, 2);
     System.out.println("LEAD2 " + attempt(c, "fc_lead2"));
     Fence.lead(g, 4);
-    Fence.lose(g, "renewal failed");
+    Fence.lose(g, 3, "a late call about an earlier term");
+    System.out.println("LATE " + (Fence.lostReason() == null));
+    Fence.lose(g, 4, "renewal failed");
     System.out.println("LOST " + attempt(c, "fc_lost"));
-    Fence.lose("other-group", "not ours");
+    Fence.lose("other-group", 4, "not ours");
     Fence.lead(g, 5);
     System.out.println("RELEAD " + attempt(c, "fc_relead"));
     ByteArrayOutputStream bytes = new ByteArrayOutputStream();
