@@ -34,7 +34,12 @@ from integration.ha.spark_driver import fencing_error
 master, locator, secret_file, table, group = sys.argv[1:6]
 spark = local_session(master, "jvm-fencing", locator=locator, secret_file=secret_file)
 Fence = spark._jvm.io.sparkext.wire.Fence
-out = {"executors": spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1}
+import time
+executors = lambda: spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
+deadline = time.monotonic() + 180  # executor JVMs register one by one (slowly on a busy machine)
+while master.startswith("local-cluster") and executors() < 2 and time.monotonic() < deadline:
+    time.sleep(0.5)
+out = {"executors": executors()}
 def attempt(what, run):
     try:
         run()
