@@ -229,8 +229,9 @@ _CHILDREN: list["Child"] = []
 class Child:
     """``python -m <module> *args`` with its JSON stdout lines collected as they come."""
 
-    def __init__(self, module: str, args: list[str], env: dict[str, str], log: Path) -> None:
+    def __init__(self, module: str, args: list[str], env: dict[str, str], log: Path, group: bool = False) -> None:
         self.args = args
+        self.group = group  # its own process group (a PySpark driver and its JVM): signals go to all of it
         self.log = log
         self.lines: list[dict[str, Any]] = []
         self._cond = threading.Condition()
@@ -238,7 +239,8 @@ class Child:
         try:
             self.popen = subprocess.Popen(
                 [sys.executable, "-m", module, *args], stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
-                env=env, cwd=str(REPO), preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None)
+                env=env, cwd=str(REPO), start_new_session=group,
+                preexec_fn=_pdeathsig if sys.platform.startswith("linux") else None)
         finally:
             err.close()
         _CHILDREN.append(self)
@@ -284,7 +286,12 @@ class Child:
         return self.wait_for(lambda ls: [x for x in ls if x["ev"] == ev][n - 1:n], timeout, f"event {ev!r} x{n}")[0]
 
     def signal(self, sig: int) -> None:
-        if self.popen.poll() is None:
+        if self.group:  # the whole group, also children left behind by a dead leader process
+            try:
+                os.killpg(self.popen.pid, sig)
+            except ProcessLookupError:
+                pass
+        elif self.popen.poll() is None:
             try:
                 os.kill(self.popen.pid, sig)
             except ProcessLookupError:
@@ -313,7 +320,7 @@ class Child:
 def kill_children() -> None:
     """SIGKILL every child started by this process that still runs."""
     for c in _CHILDREN:
-        if c.popen.poll() is None:
+        if c.popen.poll() is None or c.group:
             c.kill()
     _CHILDREN.clear()
 

@@ -104,18 +104,23 @@ class Leadership:
         """Raise FencedError unless this process still leads. O(1)."""
         if not self.is_leader:
             raise FencedError(
-                f"this driver is no longer the leader of group {self.group!r}: {self.lost_reason or 'lease expired'}",
-                group=self.group,
+                f"this driver is no longer the leader of group {self.group!r} (its token "
+                f"{self.held.token if self.held else None} may not write): {self.lost_reason or 'lease expired'}",
+                group=self.group, token=self.held.token if self.held else None,
             )
 
     def acquire(self) -> "Leadership":
         """Block until this process leads the group (or ``wait`` runs out)."""
         start = time.monotonic()
         logged = False
+        attempts = 0
         while True:
             step = 5.0 if self.wait is None else max(0.0, self.wait - (time.monotonic() - start))
+            # The first attempt does not wait, so a standby says at once that it stands by.
+            step = 0.0 if attempts == 0 else min(step, 5.0)
+            attempts += 1
             try:
-                held = self.backend.acquire(self.group, self.holder, self.ttl, min(step, 5.0))
+                held = self.backend.acquire(self.group, self.holder, self.ttl, step)
             except _retryable() as e:
                 # The lock service is restarting or unreachable (or our ZooKeeper session
                 # expired): a standby keeps standing by rather than dying.

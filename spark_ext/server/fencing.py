@@ -3,7 +3,9 @@
 A request may carry ``fence: {group, token}``. The registry remembers the newest token
 per leader group; an older one is refused with FENCED and changes nothing. A newer one
 becomes the newest (written to disk first, so a restart does not forget it and let a
-deposed leader back in). Requests without ``fence`` are not fenced (plain clients).
+deposed leader back in), and ``on_newer(group, token)`` is called (a store server aborts
+the deposed leader's unfinished transactions with it). Requests without ``fence`` are
+not fenced (plain clients).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import os
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from spark_ext.exceptions import BadArgumentError, FencedError
 from spark_ext.store.files import write_json_atomic
@@ -30,6 +32,8 @@ class FenceRegistry:
         self._lock = threading.Lock()
         self._group_locks: dict[str, threading.Lock] = {}
         self._newest: dict[str, int] = {}
+        #: Called with (group, token) after a group's newest token grew (outside the lock).
+        self.on_newer: Callable[[str, int], None] | None = None
         if self.path is not None and self.path.exists():
             self._newest = {k: int(v) for k, v in json.loads(self.path.read_text()).items()}
 
@@ -58,9 +62,18 @@ class FenceRegistry:
                     "this driver lost its leadership and may not write",
                     group=group, token=token, newest=newest,
                 )
-            if token > newest:
-                self._newest[group] = token
-                self._persist()
+            if token <= newest:
+                return
+            self._newest[group] = token
+            self._persist()
+        self._newer(group, token)
+
+    def _newer(self, group: str, token: int) -> None:
+        if self.on_newer is not None:
+            try:
+                self.on_newer(group, token)
+            except Exception:
+                logger.exception("handling the new token %d of group %s failed", token, group)
 
     @contextmanager
     def guard(self, fence: Any) -> Iterator[None]:
@@ -83,9 +96,11 @@ class FenceRegistry:
     def observe(self, group: str, token: int) -> None:
         """Learn that ``token`` was granted for ``group`` (from the lock service)."""
         with self._lock:
-            if token > self._newest.get(group, 0):
-                self._newest[group] = token
-                self._persist()
+            if token <= self._newest.get(group, 0):
+                return
+            self._newest[group] = token
+            self._persist()
+        self._newer(group, token)
 
     def snapshot(self) -> dict[str, int]:
         """Newest token per group. O(groups)."""

@@ -131,6 +131,7 @@ class StoreServerProcess(Process):
         self.store = Store(cfg.data_dir / "store", flush=cfg.flush, memory_limit_bytes=cfg.memory_limit_bytes)
         self.service = StoreService(self.store, self.server_id, cfg.txn_timeout_s)
         self.service.fence = FenceRegistry(cfg.data_dir / "fences.json")
+        self.service.fence.on_newer = self.service.txns.abort_fenced  # a deposed leader's locks go at once
         self.frames = FrameServer(cfg.host, cfg.port, secret=cfg.secret, role=self.role,
                                   extra_hello={"server_id": self.server_id})
         self.service.register(self.frames)
@@ -203,6 +204,9 @@ class LocatorProcess(Process):
         self.locator = LocatorService(self.catalog, cfg.secret, cfg.lost_after_s)
         self.locator.lease_service = LeaseService(LeaseTable(cfg.data_dir / "leases.json"))
         self.locator.fences = FenceRegistry(cfg.data_dir / "fences.json")
+        # A grant fences the catalog at once: a paused former leader's DDL is refused
+        # before the new leader's first DDL.
+        self.locator.lease_service.on_grant = self.locator.fences.observe
         self.frames = FrameServer(cfg.host, cfg.port, secret=cfg.secret, role=self.role)
         self.locator.register(self.frames)
         self.frames.start()
@@ -229,6 +233,7 @@ class EmbeddedProcess(Process):
         self.service = StoreService(self.store, self.server_id, cfg.txn_timeout_s)
         fences = FenceRegistry(cfg.data_dir / "fences.json")  # one process: one registry
         self.service.fence = fences
+        fences.on_newer = self.service.txns.abort_fenced
         self.locator = LocatorService(self.catalog, cfg.secret, cfg.lost_after_s)
         self.locator.lease_service = LeaseService(LeaseTable(cfg.data_dir / "leases.json"))
         self.locator.lease_service.on_grant = fences.observe

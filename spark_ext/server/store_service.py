@@ -131,6 +131,8 @@ class StoreService:
                 # statement would be half visible. Its keys stayed locked meanwhile.
                 return fn(f, s)
             with self.fence.guard(fence):
+                if kind in (Kind.TXN_STAGE, Kind.TXN_PREPARE):
+                    self.txns.note_fence(f.metadata.get("txn"), fence["group"], fence["token"])
                 return fn(f, s)
         return guarded
 

@@ -77,6 +77,7 @@ class TxnManager:
         self._txns: dict[str, ServerTxn] = {}
         self._decided: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
+        self._fences: dict[str, tuple[str, int]] = {}  # txn id -> (group, token) of its writer
         for txn_id in store.in_doubt():
             t = ServerTxn(txn_id, store.transaction(txn_id), final=True)
             self._txns[txn_id] = t
@@ -102,6 +103,7 @@ class TxnManager:
     def _finish(self, t: ServerTxn, outcome: str) -> None:
         with self._lock:
             self._txns.pop(t.txn_id, None)
+            self._fences.pop(t.txn_id, None)
             self._decided[t.txn_id] = outcome
             while len(self._decided) > 10000:
                 self._decided.popitem(last=False)
@@ -210,6 +212,41 @@ class TxnManager:
             t.cs.abort()
             self._finish(t, "aborted")
             return "aborted"
+
+    # --- fencing ------------------------------------------------------------------------
+
+    def note_fence(self, txn_id: Any, group: str, token: int) -> None:
+        """Remember which leader (group, token) writes ``txn_id``. O(1)."""
+        if isinstance(txn_id, str) and txn_id:
+            with self._lock:
+                if txn_id not in self._decided:
+                    self._fences[txn_id] = (group, token)
+
+    def abort_fenced(self, group: str, token: int) -> list[str]:
+        """Abort the unfinished transactions of ``group``'s leaders older than ``token``.
+
+        A new leader took over: the old one can no longer stage, prepare or commit (its
+        token is refused), so its open transactions would only hold their key locks
+        until the idle timeout. Durably prepared ones are kept: the old leader may have
+        decided to commit them (phase 2 is still accepted). O(transactions).
+        """
+        with self._lock:
+            old = [x for x, (g, tk) in self._fences.items() if g == group and tk < token]
+            found = [(x, self._txns.get(x)) for x in old]
+        aborted = []
+        for txn_id, t in found:
+            if t is None:  # noted, not begun yet: it can never begin now
+                with self._lock:
+                    self._fences.pop(txn_id, None)
+                    self._decided.setdefault(txn_id, "aborted")
+                continue
+            if t.cs.state == "open":
+                self.abort(txn_id)
+                aborted.append(txn_id)
+        if aborted:
+            logger.warning("aborted %d unfinished transaction(s) of group %s's former leader (new token %d): %s",
+                           len(aborted), group, token, ", ".join(aborted))
+        return aborted
 
     def status(self, txn_id: str) -> dict[str, Any]:
         with self._lock:

@@ -230,8 +230,9 @@ def configure(builder: Any, **options: Any) -> Any:
             ``$SPARK_EXT_HOME/executor-server/``), waiting until it registers. See
             ``docs/configuration.md``, "The plug-in".
         ha_group: driver HA group: ``getOrCreate()`` returns only once this driver holds
-            the group's lease (a standby blocks, logging that it stands by, and takes over
-            when the leader's lease lapses). Every write of the session then carries the
+            the group's lease (a warm standby: the session starts and warms up first, then
+            blocks, logging that it stands by, and takes over when the leader's lease
+            lapses). Every write of the session, Python or Spark SQL, then carries the
             lease's fencing token; when the lease is lost, writes stop at once.
         ha_ttl: the lease's time to live in seconds (default 3): a dead leader is replaced
             about this fast.
@@ -259,30 +260,13 @@ def configure(builder: Any, **options: Any) -> Any:
 
     hook.install()
     if opts.ha_group:
-        _lead_before_create(builder, opts.ha_group, opts.ha_ttl, store)
+        _lead_before_create(builder, opts.ha_group, opts.ha_ttl, store, opts.catalog_name)
     return builder
 
 
-def _lead_before_create(builder: Any, group: str, ttl: float, store: A.StoreAddress) -> None:
-    """Make ``builder.getOrCreate()`` wait for the group's leadership, then fence writes."""
-    original = builder.getOrCreate
+def _lead_before_create(builder: Any, group: str, ttl: float, store: A.StoreAddress, catalog: str = "store") -> None:
+    """Make ``builder.getOrCreate()`` wait for the group's leadership (a warm standby), then
+    fence every write of the session, Python and JVM (see :mod:`spark_ext.spark.ha`)."""
+    from spark_ext.spark.ha import lead_before_create
 
-    def getOrCreate() -> Any:  # noqa: N802 - mirrors PySpark
-        from spark_ext.ha.backends import LocatorLeases
-        from spark_ext.ha.leadership import Leadership
-
-        lead = Leadership(group, ttl=ttl, backend=LocatorLeases(store.locator, store.secret)).acquire()
-        client = A.client_for(store)
-        client.leadership = lead
-        client.fence = lead.fence
-        unreached = client.announce()  # every server refuses the previous leader from now on
-        if unreached:
-            logger.warning("HA group %s: servers %s did not get the new token yet; they learn it from the "
-                           "locator within a heartbeat", group, ", ".join(unreached))
-        lead.on_lost(lambda reason: logger.error(
-            "HA group %s: this driver lost its leadership (%s); its writes are refused from now on", group, reason))
-        spark = original()
-        spark._spark_ext_leadership = lead
-        return spark
-
-    builder.getOrCreate = getOrCreate
+    lead_before_create(builder, group, ttl, store, catalog)

@@ -95,3 +95,24 @@ def test_java_arrow_rows_read_by_pyarrow(java_cp: str, tmp_path) -> None:
     assert row["ts"] == dt.datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=dt.timezone.utc)
     assert row["tsn"] == dt.datetime(1969, 12, 31, 23, 59, 59, 999999)
     assert all(v is None for v in t.to_pylist()[1].values())
+
+
+def test_jvm_fence_on_ddl(java_cp: str, embedded) -> None:
+    """io.sparkext.wire.Fence: DDL carries the leader's token; an older one is refused by the
+    server, a lost leadership here before sending; the value survives serialization."""
+    host, port, secret = embedded
+    r = run_java(java_cp, "io.sparkext.test.FenceCheck", host, str(port), str(secret), "fence-check")
+    assert r.returncode == 0, r.stdout + r.stderr
+    out = dict(line.split(" ", 1) for line in r.stdout.strip().splitlines())
+    assert out["NONE"] == "true true"
+    assert out["LEAD3"] == "ok"
+    assert out["LATE"] == "true"  # a loss reported for an earlier term does not stop this one
+    assert out["LEAD2"].startswith("FENCED leader group 'fence-check': token 2 is older than token 3")
+    assert out["LOST"] == ("FENCED leader group 'fence-check': this driver lost its leadership (renewal failed); "
+                           "token 4 may not write, a newer leader holds the group")
+    assert out["RELEAD"] == "ok"
+    assert out["SERIALIZED"] == 'fence-check#5 {"fence":{"group":"fence-check","token":5}}'
+    assert out["CLEARED"] == "ok"  # no HA: no fence, never refused
+    spaces = out["NAMESPACES"]
+    assert "fc_lead3" in spaces and "fc_relead" in spaces and "fc_cleared" in spaces
+    assert "fc_lead2" not in spaces and "fc_lost" not in spaces

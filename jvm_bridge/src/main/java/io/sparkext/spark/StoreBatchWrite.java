@@ -2,6 +2,7 @@ package io.sparkext.spark;
 
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.sparkext.wire.Endpoint;
+import io.sparkext.wire.Fence;
 import io.sparkext.wire.Json;
 import io.sparkext.wire.Kinds;
 import io.sparkext.wire.ServerAddr;
@@ -32,6 +33,8 @@ public class StoreBatchWrite implements DeltaBatchWrite {
   private final boolean truncate;
   private final String op;
   final String txn;
+  /** This driver's fence when the write was planned; refused at once if its lease is already lost. */
+  private final Fence fence = fenceForWrite();
 
   StoreBatchWrite(Endpoint endpoint, TableMeta meta, LogicalWriteInfo info, boolean truncate, String op) {
     this.endpoint = endpoint;
@@ -56,7 +59,21 @@ public class StoreBatchWrite implements DeltaBatchWrite {
     return s;
   }
 
+  private static Fence fenceForWrite() {
+    try {
+      return Fence.forWrite();
+    } catch (WireException e) {
+      throw Errors.spark(e);
+    }
+  }
+
   private void call(String sid, int kind, ObjectNode m) {
+    if (fence != null && kind != Kinds.TXN_ABORT) {
+      // Stage and prepare stop here once the lease is known lost; a commit of a prepared
+      // transaction is still sent (the servers refuse it if a newer leader announced itself).
+      if (kind != Kinds.TXN_COMMIT) fence.checkHere();
+      fence.stamp(m);
+    }
     endpoint.pool(server(sid)).request(kind, m, null, 0, false);
   }
 
@@ -64,15 +81,20 @@ public class StoreBatchWrite implements DeltaBatchWrite {
   public DeltaWriterFactory createBatchWriterFactory(PhysicalWriteInfo physical) {
     if (truncate) {
       // Staged before any task runs, so it is applied first when the transaction commits.
-      for (String sid : meta.serverIds()) {
-        ObjectNode st = txnMeta();
-        st.put("part", DRIVER_PART);
-        st.put("table", meta.fullName);
-        st.put("op", "truncate");
-        call(sid, Kinds.TXN_STAGE, st);
-        ObjectNode pr = txnMeta();
-        pr.put("part", DRIVER_PART);
-        call(sid, Kinds.TXN_PREPARE, pr);
+      try {
+        for (String sid : meta.serverIds()) {
+          ObjectNode st = txnMeta();
+          st.put("part", DRIVER_PART);
+          st.put("table", meta.fullName);
+          st.put("op", "truncate");
+          call(sid, Kinds.TXN_STAGE, st);
+          ObjectNode pr = txnMeta();
+          pr.put("part", DRIVER_PART);
+          call(sid, Kinds.TXN_PREPARE, pr);
+        }
+      } catch (WireException e) {
+        abortAll();
+        throw Errors.spark(e); // e.g. FENCED, named like every other store error
       }
     }
     return new StoreWriterFactory(endpoint, meta, info, txn, op);
@@ -105,7 +127,11 @@ public class StoreBatchWrite implements DeltaBatchWrite {
       ObjectNode m = txnMeta();
       var a = m.putArray("parts");
       e.getValue().forEach(a::add);
-      call(e.getKey(), Kinds.TXN_COMMIT, m);
+      try {
+        call(e.getKey(), Kinds.TXN_COMMIT, m);
+      } catch (WireException x) {
+        throw Errors.spark(x);
+      }
     }
     // Servers where only failed attempts staged anything: drop their leftovers now.
     for (String sid : meta.serverIds()) {

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.node.ArrayNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.sparkext.wire.ArrowIO;
 import io.sparkext.wire.ConnectionPool;
+import io.sparkext.wire.Fence;
 import io.sparkext.wire.Frame;
 import io.sparkext.wire.Json;
 import io.sparkext.wire.Kinds;
@@ -115,7 +116,7 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
     m.put("part", part);
     m.put("table", meta.fullName);
     m.put("op", op);
-    return m;
+    return Fence.stamp(m, f.fence);
   }
 
   private ConnectionPool pool(String sid) {
@@ -128,6 +129,7 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
 
   private void stage(String sid, ObjectNode m, byte[] body) {
     try {
+      if (f.fence != null) f.fence.checkHere(); // a driver JVM told of its lost lease stops here
       Frame r = pool(sid).request(Kinds.TXN_STAGE, m, body, body == null ? 0 : Kinds.FLAG_HAS_ARROW, false);
       staged += r.meta.path("staged").asLong(0);
     } catch (WireException e) {
@@ -203,7 +205,9 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
       ObjectNode m = Json.obj();
       m.put("txn", f.txn);
       m.put("part", part);
+      Fence.stamp(m, f.fence);
       try {
+        if (f.fence != null) f.fence.checkHere();
         n += pool(sid).request(Kinds.TXN_PREPARE, m, null, 0, false).meta.path("prepared").asLong(0);
       } catch (WireException e) {
         throw Errors.spark(e);

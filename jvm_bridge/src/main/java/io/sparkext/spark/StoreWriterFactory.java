@@ -1,6 +1,7 @@
 package io.sparkext.spark;
 
 import io.sparkext.wire.Endpoint;
+import io.sparkext.wire.Fence;
 import io.sparkext.wire.TableMeta;
 import org.apache.spark.TaskContext;
 import org.apache.spark.sql.catalyst.InternalRow;
@@ -16,6 +17,8 @@ public final class StoreWriterFactory implements DeltaWriterFactory {
   final String txn;
   final String op;
   final StructType dataSchema;
+  /** The driver's fence when the job was planned (null outside HA): the tasks send it. */
+  final Fence fence = Fence.current();
 
   StoreWriterFactory(Endpoint endpoint, TableMeta meta, LogicalWriteInfo info, String txn, String op) {
     this.endpoint = endpoint;

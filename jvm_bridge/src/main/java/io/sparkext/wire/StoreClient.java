@@ -31,7 +31,24 @@ public final class StoreClient {
     return m;
   }
 
+  /** Requests that change the catalog: a leader's fence goes on each (docs/protocol.md section 15). */
+  static boolean changesCatalog(int kind) {
+    switch (kind) {
+      case Kinds.CREATE_NAMESPACE: case Kinds.DROP_NAMESPACE: case Kinds.ALTER_NAMESPACE:
+      case Kinds.CREATE_TABLE: case Kinds.DROP_TABLE: case Kinds.ALTER_TABLE: case Kinds.RENAME_TABLE:
+      case Kinds.CREATE_INDEX: case Kinds.DROP_INDEX:
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  /**
+   * One request to the locator. DDL carries this JVM's fence when it leads an HA group,
+   * and is refused here at once (FENCED) when it was told its leadership is lost.
+   */
   public Frame call(int kind, ObjectNode meta, boolean idempotent) {
+    if (changesCatalog(kind)) Fence.stamp(meta, Fence.forWrite());
     return locator.request(kind, meta, null, 0, idempotent);
   }
 
