@@ -496,3 +496,17 @@ class EmbeddedHome:
 
     def run_app(self, code: str, timeout: float = 120.0, **params: Any) -> Any:
         return run_app(code, self.env, timeout=timeout, **params)
+
+
+def spark_home(tmp: Path) -> str:
+    """A SPARK_HOME of symlinks to pyspark's folders, so executor logs and work directories go to
+    ``tmp`` instead of site-packages."""
+    import pyspark
+
+    src = Path(pyspark.__file__).parent
+    home = tmp / "spark-home"
+    home.mkdir()
+    for d in ("bin", "sbin", "jars", "python", "conf"):
+        if (src / d).exists():
+            (home / d).symlink_to(src / d)
+    return str(home)

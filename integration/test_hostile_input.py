@@ -24,7 +24,7 @@ from spark_ext.client.connection import Connection
 from spark_ext.exceptions import AuthenticationError, SparkExtError
 from spark_ext.wire import auth
 from spark_ext.wire.frames import HEADER, MAGIC, Flags, Frame, FrameReader, encode_frame
-from spark_ext.wire.kinds import FATAL_ERRORS, ErrorCode, Kind
+from spark_ext.wire.kinds import FATAL_ERRORS, Kind
 from spark_ext.wire.rowcodec import encode_rows
 
 T = "default.h"

@@ -42,6 +42,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -342,6 +343,59 @@ def start_driver(cluster: "Cluster", group: str, name: str, *extra: str) -> Chil
 
 
 
+@dataclass
+class Takeover:
+    """What :func:`kill_and_take_over` saw: both drivers (stopped) and their key events."""
+
+    primary: Child
+    standby: Child
+    lead: dict[str, Any]  # the primary's "leader" event
+    new: dict[str, Any]  # the standby's "leader" event
+    first: dict[str, Any]  # the standby's first "ack"
+    found: dict[str, Any]  # what the standby found on taking over
+    killed_at: float  # time.monotonic() of the kill
+    more: dict[str, Any]  # what ``after_lead`` returned
+
+
+def kill_and_take_over(start: Callable[..., Child], cluster: "Cluster", group: str, prefix: str, *, ttl: float,
+                       extra: tuple[str, ...], min_acks: int, kill_delay: float, ready_event: str,
+                       start_timeout: float, takeover_timeout: float, standby_acks: int,
+                       after_lead: Callable[[Child], dict[str, Any]] | None = None) -> Takeover:
+    """The common course of a failover run, for plain-Python and PySpark drivers alike.
+
+    ``start(cluster, group, name, *args)`` starts a driver; the primary leads and commits
+    ``min_acks`` statements while the standby stands by (``ready_event``); after
+    ``kill_delay`` seconds (a benchmark varies it to hit every phase of the renewal cycle)
+    the primary is killed with SIGKILL, and the standby must lead, commit, and report what
+    it found. Both drivers are stopped before this returns.
+    """
+    args = ("--ttl", str(ttl), "--prefix", prefix, *extra)
+    primary = start(cluster, group, "primary", *args)
+    standby: Child | None = None
+    try:
+        lead = primary.wait_event("leader", start_timeout)
+        standby = start(cluster, group, "standby", *args)
+        standby.wait_event(ready_event, start_timeout)
+        primary.wait_for(lambda ls: sum(1 for x in ls if x["ev"] == "ack") >= min_acks, start_timeout,
+                         "primary commits")
+        time.sleep(kill_delay)
+        assert not standby.events("leader"), "the standby led while the primary held the lease"
+        killed_at = time.monotonic()
+        primary.signal(signal.SIGKILL)  # a driver in its own process group: all of it
+        primary.wait(takeover_timeout)
+        new = standby.wait_event("leader", takeover_timeout)
+        first = standby.wait_event("ack", takeover_timeout)
+        more = after_lead(standby) if after_lead is not None else {}
+        standby.wait_for(lambda ls: sum(1 for x in ls if x["ev"] == "ack") >= standby_acks, takeover_timeout,
+                         "standby commits")
+        found = standby.wait_event("found", 1)
+    finally:
+        primary.kill()
+        if standby is not None:
+            standby.kill()
+    return Takeover(primary, standby, lead, new, first, found, killed_at, more)
+
+
 def measure_failover(cluster: "Cluster", group: str, prefix: str, ttl: float = 3.0, min_acks: int = 40,
                      extra: tuple[str, ...] = (), kill_delay: float = 0.0) -> dict[str, Any]:
     """One failover: primary leads and commits, standby waits, ``kill -9`` the primary.
@@ -353,26 +407,11 @@ def measure_failover(cluster: "Cluster", group: str, prefix: str, ttl: float = 3
     statements before the kill (a benchmark varies it to hit every phase of the renewal
     cycle).
     """
-    primary = start_driver(cluster, group, "primary", "--ttl", str(ttl), "--prefix", prefix, *extra)
-    standby: Child | None = None
-    try:
-        lead = primary.wait_event("leader", 60)
-        standby = start_driver(cluster, group, "standby", "--ttl", str(ttl), "--prefix", prefix, *extra)
-        standby.wait_event("ready", 60)
-        primary.wait_for(lambda ls: sum(1 for x in ls if x["ev"] == "ack") >= min_acks, 60, "primary commits")
-        time.sleep(kill_delay)
-        assert not standby.events("leader"), "the standby led while the primary held the lease"
-        killed_at = time.monotonic()
-        primary.signal(signal.SIGKILL)
-        primary.wait(10)
-        new = standby.wait_event("leader", 30)
-        first = standby.wait_event("ack", 30)
-        standby.wait_for(lambda ls: sum(1 for x in ls if x["ev"] == "ack") >= 10, 30, "standby commits")
-        found = standby.wait_event("found", 1)
-    finally:
-        primary.kill()
-        if standby is not None:
-            standby.kill()
+    t = kill_and_take_over(start_driver, cluster, group, prefix, ttl=ttl, extra=extra, min_acks=min_acks,
+                           kill_delay=kill_delay, ready_event="ready", start_timeout=60, takeover_timeout=30,
+                           standby_acks=10)
+    primary, standby, lead, new, first, found, killed_at = (t.primary, t.standby, t.lead, t.new, t.first, t.found,
+                                                            t.killed_at)
 
     def acked(child: Child, kind: str) -> set[int]:
         return {x["seq"] for x in child.events("ack") if x["kind"] == kind}

@@ -36,12 +36,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from integration.ha.driver import Child, driver_args, emit
+from integration.ha.driver import Child, driver_args, emit, kill_and_take_over
 
 if TYPE_CHECKING:
     from integration.cluster import Cluster
@@ -194,28 +193,16 @@ def measure_spark_failover(cluster: "Cluster", group: str, prefix: str, ttl: flo
     token (checked again by reading the tables independently). Returns times measured
     from the kill (``time.monotonic()``, one clock for every process here).
     """
-    primary = start_spark_driver(cluster, group, "primary", "--ttl", str(ttl), "--prefix", prefix, *extra)
-    standby: Child | None = None
-    try:
-        lead = primary.wait_event("leader", 300)
-        standby = start_spark_driver(cluster, group, "standby", "--ttl", str(ttl), "--prefix", prefix, *extra)
-        standby.wait_event("standby", 300)
-        primary.wait_for(lambda ls: sum(1 for x in ls if x["ev"] == "ack") >= min_acks, 120, "primary commits")
-        time.sleep(kill_delay)
-        assert not standby.events("leader"), "the standby led while the primary held the lease"
-        killed_at = time.monotonic()
-        primary.signal(signal.SIGKILL)  # the whole group: Python, its JVM, its Python workers
-        primary.wait(30)
-        new = standby.wait_event("leader", 60)
-        first = standby.wait_event("ack", 60)
-        first_sql = standby.wait_for(lambda ls: [x for x in ls if x["ev"] == "ack" and x["kind"] == "sql"], 60,
-                                     "the standby's first SQL commit")[0]
-        standby.wait_for(lambda ls: sum(1 for x in ls if x["ev"] == "ack") >= 6, 60, "standby commits")
-        found = standby.wait_event("found", 1)
-    finally:
-        primary.kill()
-        if standby is not None:
-            standby.kill()
+    def first_sql_commit(standby: Child) -> dict[str, Any]:
+        return {"first_sql": standby.wait_for(
+            lambda ls: [x for x in ls if x["ev"] == "ack" and x["kind"] == "sql"], 60, "the standby's first SQL commit")[0]}
+
+    t = kill_and_take_over(start_spark_driver, cluster, group, prefix, ttl=ttl, extra=extra, min_acks=min_acks,
+                           kill_delay=kill_delay, ready_event="standby", start_timeout=300, takeover_timeout=60,
+                           standby_acks=6, after_lead=first_sql_commit)
+    primary, standby, lead, new, first, found, killed_at = (t.primary, t.standby, t.lead, t.new, t.first, t.found,
+                                                            t.killed_at)
+    first_sql = t.more["first_sql"]
 
     assert new["token"] > lead["token"], (lead, new)
     p_sql, p_put = acked(primary, "sql"), acked(primary, "put")

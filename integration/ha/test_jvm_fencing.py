@@ -16,7 +16,6 @@ executor JVMs that only know the token from the serialized writer factory.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from integration.cluster import Cluster
+from integration.cluster import Cluster, spark_home
 
 PROGRAM = r"""
 import json, sys
@@ -73,21 +72,8 @@ spark.stop()
 """
 
 
-def _spark_home(tmp: Path) -> str:
-    """A SPARK_HOME of symlinks, so executor work dirs go to tmp instead of site-packages."""
-    import pyspark
-
-    src = Path(pyspark.__file__).parent
-    home = tmp / "spark-home"
-    home.mkdir()
-    for d in ("bin", "sbin", "jars", "python", "conf"):
-        if (src / d).exists():
-            (home / d).symlink_to(src / d)
-    return str(home)
-
-
 def run_program(cluster: Cluster, master: str, table: str, group: str, tmp: Path) -> dict[str, Any]:
-    env = {**cluster.app_env(), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": _spark_home(tmp),
+    env = {**cluster.app_env(), "SPARK_LOCAL_IP": "127.0.0.1", "SPARK_HOME": spark_home(tmp),
            "PYSPARK_PYTHON": sys.executable, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     r = subprocess.run([sys.executable, "-c", PROGRAM, master, cluster.locator_arg, str(cluster.secret_file),
                         f"store.default.{table}", group], capture_output=True, text=True, env=env, cwd=str(tmp),

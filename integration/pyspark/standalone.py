@@ -14,20 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
-from integration.cluster import _pdeathsig, free_port
+from integration.cluster import _pdeathsig, free_port, spark_home
 
-
-def spark_home(tmp: Path) -> str:
-    """A SPARK_HOME of symlinks, so executor logs go to ``tmp`` instead of site-packages."""
-    import pyspark
-
-    src = Path(pyspark.__file__).parent
-    home = tmp / "spark-home"
-    home.mkdir()
-    for d in ("bin", "sbin", "jars", "python", "conf"):
-        if (src / d).exists():
-            (home / d).symlink_to(src / d)
-    return str(home)
+__all__ = ["Standalone", "spark_home"]
 
 
 class Standalone:
