@@ -21,7 +21,7 @@ from spark_ext.exceptions import (
     NoSuchTableError,
 )
 from spark_ext.server import scan_aggregates
-from spark_ext.server.tcp import FrameServer, Session
+from spark_ext.server.tcp import FrameServer, Session, WouldBlock
 from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store, Table
 from spark_ext.store import predicate as P
@@ -43,6 +43,9 @@ _FENCED = frozenset({
 })
 
 _COMPACT, _ARROW = int(Flags.COMPACT_ROWS), int(Flags.HAS_ARROW)  # plain ints: IntFlag ops are slow
+
+#: GET_MANY with at most this many keys is answered on the server's event loop.
+INLINE_GET_MANY_KEYS = 256
 
 #: Target size of one streamed scan frame's Arrow payload.
 SCAN_FRAME_BYTES = 4 << 20
@@ -102,6 +105,26 @@ class StoreService:
             Kind.UPDATE_TABLE: self.update_table, Kind.STATUS: self.status, Kind.PING: self.ping,
         }.items():
             server.register(kind, self._guarded(kind, fn) if kind in _FENCED else fn)
+        # Point reads run on the event loop (see spark_ext/server/tcp.py): they take only
+        # the table lock, and go to a worker thread instead when it is busy.
+        server.register(Kind.GET, self.get, inline=self._inline_read(self.get))
+        server.register(Kind.GET_MANY, self.get_many, inline=self._inline_read(self.get_many))
+
+    def _inline_read(self, fn: Any) -> Any:
+        """Wrap a point-read handler for the event loop: raise WouldBlock rather than wait
+        for the table lock (held by a long commit, say), or for a long list of keys."""
+        def inline(f: Frame, s: Session) -> Any:
+            keys = f.metadata.get("keys")
+            if type(keys) is list and len(keys) > INLINE_GET_MANY_KEYS:
+                raise WouldBlock
+            lock = self._table(f.metadata).lock
+            if not lock.acquire(blocking=False):
+                raise WouldBlock
+            try:  # the handler takes the same (re-entrant) lock again at once
+                return fn(f, s)
+            finally:
+                lock.release()
+        return inline
 
     def _guarded(self, kind: Kind, fn: Any) -> Any:
         """Wrap a write handler: its fence is checked and held while it runs."""
@@ -261,10 +284,21 @@ class StoreService:
         return cached[1]
 
     def get(self, f: Frame, s: Session) -> Frame:
-        t = self._table(f.metadata)
-        (k,) = self._keys(t, [f.metadata.get("key")])
-        row = t.get(k)
-        return Frame(f.kind, f.request_id, {}, self._codec(t).encode([row], presence=True), _COMPACT)
+        m = f.metadata
+        t = self._table(m)
+        key = m.get("key")
+        schema = t.schema
+        # The hot path: a one-column integer key sent as [int] within the column's range
+        # is already what _keys (from_json, coerce_key) would return; anything else takes
+        # that general path and its errors. About half of a GET's handler time.
+        if (type(key) is list and len(key) == 1 and type(key[0]) is int
+                and schema.int_key_min <= key[0] <= schema.int_key_max):
+            k = key[0]
+            if self.owned.get(t.name) is not None:
+                self._check_owned(t, (schema.bucket_of_key(k),))
+        else:
+            (k,) = self._keys(t, [key])
+        return Frame(f.kind, f.request_id, {}, self._codec(t).encode_one(t.get(k)), _COMPACT)
 
     def get_many(self, f: Frame, s: Session) -> Frame:
         t = self._table(f.metadata)
