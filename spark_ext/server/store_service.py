@@ -47,6 +47,9 @@ _COMPACT, _ARROW = int(Flags.COMPACT_ROWS), int(Flags.HAS_ARROW)  # plain ints: 
 #: GET_MANY with at most this many keys is answered on the server's event loop.
 INLINE_GET_MANY_KEYS = 256
 
+#: A write request with a body up to this size may be applied on the event loop.
+INLINE_WRITE_BYTES = 64 * 1024
+
 #: Target size of one streamed scan frame's Arrow payload.
 SCAN_FRAME_BYTES = 4 << 20
 
@@ -109,6 +112,10 @@ class StoreService:
         # the table lock, and go to a worker thread instead when it is busy.
         server.register(Kind.GET, self.get, inline=self._inline_read(self.get))
         server.register(Kind.GET_MANY, self.get_many, inline=self._inline_read(self.get_many))
+        if self.store.flush != "commit":  # with "commit" every write waits for an fsync
+            for kind, fn in {Kind.PUT: self.put, Kind.INSERT: self.insert,
+                             Kind.UPDATE: self.update, Kind.DELETE: self.delete}.items():
+                server.register(kind, self._guarded(kind, fn), inline=self._inline_write(fn))
 
     def _inline_read(self, fn: Any) -> Any:
         """Wrap a point-read handler for the event loop: raise WouldBlock rather than wait
@@ -121,6 +128,29 @@ class StoreService:
             if not lock.acquire(blocking=False):
                 raise WouldBlock
             try:  # the handler takes the same (re-entrant) lock again at once
+                return fn(f, s)
+            finally:
+                lock.release()
+        return inline
+
+    def _inline_write(self, fn: Any) -> Any:
+        """Wrap a small write's handler for the event loop (log flush not ``commit``).
+
+        It raises WouldBlock, sending the request to the connection's worker, when it
+        might wait: a fenced request (the fence guard), a large one, the table lock held
+        (a compaction, say), or a commit visibly under way. A commit that starts between
+        that check and this write's own can still make the loop wait for it.
+        """
+        def inline(f: Frame, s: Session) -> Any:
+            m = f.metadata
+            keys = m.get("keys")
+            if (len(f.body) > INLINE_WRITE_BYTES or (type(keys) is list and len(keys) > INLINE_GET_MANY_KEYS)
+                    or (self.fence is not None and m.get("fence") is not None) or self.store.commit_busy()):
+                raise WouldBlock
+            lock = self._table(m).lock
+            if not lock.acquire(blocking=False):
+                raise WouldBlock
+            try:  # the engine takes the same (re-entrant) lock again at once
                 return fn(f, s)
             finally:
                 lock.release()

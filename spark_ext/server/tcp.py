@@ -89,7 +89,7 @@ class _Conn:
         self.reader = reader
         self.session = Session(sock, peer)
         self.nonce: bytes | None = None  # the server's HELLO nonce, until AUTH
-        self.out = b""  # reply bytes the socket has not taken yet
+        self.out: bytes | memoryview = b""  # reply bytes the socket has not taken yet
         self.busy = False  # a worker thread holds the connection
         self.closed = False
         self.jobs: "queue.SimpleQueue[Frame | None] | None" = None  # the worker's queue, once started
@@ -388,7 +388,7 @@ class FrameServer:
         if c.closed:
             return
         if c.out:
-            c.out += data
+            c.out = bytes(c.out) + data
             return
         try:
             n = c.sock.send(data)
@@ -399,7 +399,7 @@ class FrameServer:
             self._close(c)
             return
         if n < len(data):
-            c.out = data[n:]
+            c.out = memoryview(data)[n:]  # a view: sending the rest copies nothing
             self._watch(c, _WRITE)  # and read nothing more until the reply is out
 
     def _flush(self, c: _Conn) -> None:

@@ -146,6 +146,12 @@ def encode_metadata(metadata: Mapping[str, Any] | None) -> bytes:
     """
     if not metadata:
         return b""
+    if len(metadata) == 1:
+        # Replies to writes are {"count": n}: formatted directly, a third of the
+        # encoder's cost. Exactly the encoder's output for a plain-ASCII name and an int.
+        ((name, v),) = metadata.items()
+        if type(v) is int and type(name) is str and name.isidentifier() and name.isascii():
+            return b'{"%s":%d}' % (name.encode(), v)
     return _ENCODE(metadata).encode("utf-8")
 
 

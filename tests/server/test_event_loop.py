@@ -118,11 +118,12 @@ def test_read_behind_a_held_table_lock_does_not_stall_other_connections(served: 
 def test_inline_reply_larger_than_the_socket_buffer(served: tuple[Store, FrameServer]) -> None:
     store, fs = served
     big = store.table("db.big")
-    value = "x" * 200_000
-    big.insert([(i, value) for i in range(200)])  # a GET_MANY reply of 40 MB
+    value = "x" * 250_000
+    big.insert([(i, value) for i in range(250)])  # a GET_MANY reply of 62.5 MB
     sock, reader = _connect(fs.port)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-    keys = [[i] for i in range(200)]
+    # 62.5 MB is more than the kernel's socket buffers on both sides take (tcp_wmem and
+    # tcp_rmem top out at a few MB): the loop must send the rest as the client reads.
+    keys = [[i] for i in range(250)]
     sock.sendall(encode_frame(int(Kind.GET_MANY), 1, {"table": "db.big", "keys": keys})
                  + encode_frame(int(Kind.GET), 2, {"table": "db.big", "key": [5]}))
     time.sleep(0.2)  # let the server fill the socket and wait for it to drain
@@ -131,7 +132,7 @@ def test_inline_reply_larger_than_the_socket_buffer(served: tuple[Store, FrameSe
     assert r1 is not None and r2 is not None and (r1.request_id, r2.request_id) == (1, 2)
     assert not r1.is_error, r1.metadata
     rows = codec.decode(r1.body, presence=True)
-    assert len(rows) == 200 and all(r == (i, value) for i, r in enumerate(rows))
+    assert len(rows) == 250 and all(r == (i, value) for i, r in enumerate(rows))
     assert codec.decode(r2.body, presence=True) == [(5, value)]
     sock.close()
 
