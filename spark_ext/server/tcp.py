@@ -172,6 +172,7 @@ class FrameServer:
         self._sock = s
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)  # a full pipe already means "wake up"
         self._sel = selectors.DefaultSelector()
         self._sel.register(s, _READ, None)
         self._sel.register(self._wake_r, _READ, self._wake_r)
@@ -218,17 +219,24 @@ class FrameServer:
                 timeout = 0.5 if self._handshaking else None
                 for key, mask in sel.select(timeout):
                     c = key.data
-                    if c is None:
-                        self._accept()
-                    elif c is self._wake_r:
-                        self._take_back()
-                    elif mask & _WRITE:
-                        self._flush(c)
-                    else:
-                        self._read(c)
+                    try:
+                        if c is None:
+                            self._accept()
+                        elif c is self._wake_r:
+                            self._take_back()
+                        elif mask & _WRITE:
+                            self._flush(c)
+                        else:
+                            self._read(c)
+                    except Exception:
+                        # A bug in this file (handlers' errors are answered, not raised):
+                        # lose that one connection, never the loop and every other.
+                        logger.exception("%s event loop: unexpected error", self.role)
+                        if isinstance(c, _Conn):
+                            self._close(c)
                 if self._handshaking:
                     self._expire_handshakes()
-        except Exception:  # a bug here must not leave clients hanging without a word
+        except Exception:  # the selector itself failed: nothing can be served any more
             logger.exception("%s event loop failed", self.role)
         finally:
             with self._conns_lock:
