@@ -274,8 +274,12 @@ class FrameServer:
                     return
                 logger.warning("accept failed", exc_info=True)
                 return
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                sock.setblocking(False)
+            except OSError:  # the peer is gone already
+                sock.close()
+                continue
             reader = FrameReader(sock, max_frame=self.max_frame if self.secret is None
                                  else min(self.max_frame, HANDSHAKE_MAX_FRAME))
             deadline = None
