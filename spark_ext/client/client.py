@@ -328,9 +328,13 @@ class StoreClient:
 
     def _get_once(self, table: str, key: Any) -> tuple[Any, ...] | None:
         info = self.table(table)
-        (k,), (kj,) = self._keys_json(info, [key])
-        r = self._server_pool(info, info.schema.bucket_of_key(k)).request(
-            Kind.GET, {"table": info.full_name, "key": kj, "ncols": info.schema.num_user_columns})
+        schema = info.schema
+        if type(key) is int and schema.int_key_min <= key <= schema.int_key_max:
+            k, kj = key, [key]  # what _keys_json returns for a one-column integer key
+        else:
+            (k,), (kj,) = self._keys_json(info, [key])
+        r = self._server_pool(info, schema.bucket_of_key(k)).request(
+            Kind.GET, {"table": info.full_name, "key": kj, "ncols": schema.num_user_columns})
         if r.metadata:
             self._stale(info, r.metadata)
         return info.codec.decode(r.body, presence=True)[0]

@@ -24,7 +24,7 @@ from spark_ext.exceptions import (
     SchemaError,
 )
 from spark_ext.server import scan_aggregates
-from spark_ext.server.tcp import FrameServer, Session
+from spark_ext.server.tcp import FrameServer, Session, WouldBlock
 from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store, Table
 from spark_ext.store import predicate as P
@@ -46,6 +46,12 @@ _FENCED = frozenset({
 })
 
 _COMPACT, _ARROW = int(Flags.COMPACT_ROWS), int(Flags.HAS_ARROW)  # plain ints: IntFlag ops are slow
+
+#: GET_MANY with at most this many keys is answered on the server's event loop.
+INLINE_GET_MANY_KEYS = 256
+
+#: A write request with a body up to this size may be applied on the event loop.
+INLINE_WRITE_BYTES = 64 * 1024
 
 #: Target size of one streamed scan frame's Arrow payload.
 SCAN_FRAME_BYTES = 4 << 20
@@ -118,6 +124,53 @@ class StoreService:
             Kind.UPDATE_TABLE: self.update_table, Kind.STATUS: self.status, Kind.PING: self.ping,
         }.items():
             server.register(kind, self._guarded(kind, fn) if kind in _FENCED else fn)
+        # Point reads run on the event loop (see spark_ext/server/tcp.py): they take only
+        # the table lock, and go to a worker thread instead when it is busy.
+        server.register(Kind.GET, self.get, inline=self._inline_read(self.get))
+        server.register(Kind.GET_MANY, self.get_many, inline=self._inline_read(self.get_many))
+        if self.store.flush != "commit":  # with "commit" every write waits for an fsync
+            for kind, fn in {Kind.PUT: self.put, Kind.INSERT: self.insert,
+                             Kind.UPDATE: self.update, Kind.DELETE: self.delete}.items():
+                server.register(kind, self._guarded(kind, fn), inline=self._inline_write(fn))
+
+    def _inline_read(self, fn: Any) -> Any:
+        """Wrap a point-read handler for the event loop: raise WouldBlock rather than wait
+        for the table lock (held by a long commit, say), or for a long list of keys."""
+        def inline(f: Frame, s: Session) -> Any:
+            keys = f.metadata.get("keys")
+            if type(keys) is list and len(keys) > INLINE_GET_MANY_KEYS:
+                raise WouldBlock
+            lock = self._table(f.metadata).lock
+            if not lock.acquire(blocking=False):
+                raise WouldBlock
+            try:  # the handler takes the same (re-entrant) lock again at once
+                return fn(f, s)
+            finally:
+                lock.release()
+        return inline
+
+    def _inline_write(self, fn: Any) -> Any:
+        """Wrap a small write's handler for the event loop (log flush not ``commit``).
+
+        It raises WouldBlock, sending the request to the connection's worker, when it
+        might wait: a fenced request (the fence guard), a large one, the table lock held
+        (a compaction, say), or a commit visibly under way. A commit that starts between
+        that check and this write's own can still make the loop wait for it.
+        """
+        def inline(f: Frame, s: Session) -> Any:
+            m = f.metadata
+            keys = m.get("keys")
+            if (len(f.body) > INLINE_WRITE_BYTES or (type(keys) is list and len(keys) > INLINE_GET_MANY_KEYS)
+                    or (self.fence is not None and m.get("fence") is not None) or self.store.commit_busy()):
+                raise WouldBlock
+            lock = self._table(m).lock
+            if not lock.acquire(blocking=False):
+                raise WouldBlock
+            try:  # the engine takes the same (re-entrant) lock again at once
+                return fn(f, s)
+            finally:
+                lock.release()
+        return inline
 
     def _guarded(self, kind: Kind, fn: Any) -> Any:
         """Wrap a write handler: its fence is checked and held while it runs."""
@@ -365,9 +418,24 @@ class StoreService:
         return Frame(f.kind, f.request_id, meta, self._codec(t, m).encode(rows, presence=True), _COMPACT)
 
     def get(self, f: Frame, s: Session) -> Frame:
-        t = self._table(f.metadata)
-        (k,) = self._keys(t, [f.metadata.get("key")])
-        return self._point_reply(f, t, [t.get(k)])
+        m = f.metadata
+        t = self._table(m)
+        key = m.get("key")
+        schema = t.schema
+        # The hot path: a one-column integer key sent as [int] within the column's range
+        # is already what _keys (from_json, coerce_key) would return; anything else takes
+        # that general path and its errors. About half of a GET's handler time.
+        if (type(key) is list and len(key) == 1 and type(key[0]) is int
+                and schema.int_key_min <= key[0] <= schema.int_key_max):
+            k = key[0]
+            if self.owned.get(t.name) is not None:
+                self._check_owned(t, (schema.bucket_of_key(k),))
+        else:
+            (k,) = self._keys(t, [key])
+        ncols = m.get("ncols")
+        if ncols is None or ncols == schema.num_user_columns:
+            return Frame(f.kind, f.request_id, {}, self._codec(t).encode_one(t.get(k)), _COMPACT)
+        return self._point_reply(f, t, [t.get(k)])  # a sender with an older definition
 
     def get_many(self, f: Frame, s: Session) -> Frame:
         t = self._table(f.metadata)

@@ -42,7 +42,11 @@ class Run:
             if not presorted and len(keys) > 1 and not bool(np.all(keys[:-1] <= keys[1:])):
                 order = np.argsort(keys, kind="stable")
                 batch = batch.take(pa.array(order))
-                keys = keys[order]
+                # Re-read the keys from the sorted batch rather than keys[order]: for an
+                # int64 key this is a view of the batch's own column, so the run holds no
+                # second copy (8 B/row), and a point read's decode of the key column hits
+                # the cache line its binary search has just loaded.
+                keys = batch_key_array(schema, batch)
             self.keys = np.ascontiguousarray(keys, dtype=np.int64)
             self._keys_mv = memoryview(self.keys)
         else:

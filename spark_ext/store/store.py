@@ -431,6 +431,11 @@ class Store:
             est = t.buckets[0].row_estimate if t.buckets else 200
             check_memory(self, [(t.name, t, est, False)])
 
+    def commit_busy(self) -> bool:
+        """Whether a commit holds the store's log-and-apply lock at this moment: a hint
+        for callers that must not wait (the server's event loop), stale at once. O(1)."""
+        return self._commit_lock.locked()
+
     def _commit_point(self, t: Table, items: list[tuple[Any, Any]]) -> int:
         """Log and apply checked point changes of one statement (caller holds t.lock).
 

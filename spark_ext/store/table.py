@@ -89,21 +89,32 @@ class Table:
             # whole point read, and each Python call saved is a few % of it.
             row = b.delta.get(k)
             if row is None:
-                for run, dels in zip(b.runs, b.deleted):
+                runs = b.runs
+                if len(runs) == 1 and runs[0]._keys_mv is not None:
+                    # One sorted int run, the usual shape after compaction: searched
+                    # without the loop below (its zip is about 0.3 us of a 4 us read).
+                    run = runs[0]
                     mv = run._keys_mv
-                    if mv is not None:
-                        p = bisect_left(mv, k)
-                        if p == run.n or mv[p] != k:
-                            continue
-                    else:
-                        p = run.find(k)
-                        if p < 0:
-                            continue
-                    # A deleted position may be an old version: a later run can hold the key.
-                    if p not in dels:
+                    p = bisect_left(mv, k)
+                    if p != run.n and mv[p] == k and p not in b.deleted[0]:
                         d = run._decode
                         row = d(p) if d is not None else run.row(p)
-                        break
+                else:
+                    for run, dels in zip(runs, b.deleted):
+                        mv = run._keys_mv
+                        if mv is not None:
+                            p = bisect_left(mv, k)
+                            if p == run.n or mv[p] != k:
+                                continue
+                        else:
+                            p = run.find(k)
+                            if p < 0:
+                                continue
+                        # A deleted position may be an old version: a later run can hold the key.
+                        if p not in dels:
+                            d = run._decode
+                            row = d(p) if d is not None else run.row(p)
+                            break
         finally:
             lock.release()
         if row is None or not schema.hidden_rowid:

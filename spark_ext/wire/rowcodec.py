@@ -52,6 +52,9 @@ Buffer = Union[bytes, bytearray, memoryview]
 _U32 = struct.Struct("<I")
 _U8 = struct.Struct("<B")
 _MAX_U32 = 0xFFFFFFFF
+# Presence-form bodies of one row: count 1, then the flag byte (and the row, if present).
+_ONE_ABSENT = _U32.pack(1) + b"\x00"
+_ONE_PRESENT = _U32.pack(1) + b"\x01"
 
 # struct code per fixed-width type; decimals travel as 16 raw bytes.
 _CODES = {
@@ -313,6 +316,12 @@ class RowCodec:
             raise WireError(ErrorCode.BAD_ARGUMENT, f"{count} rows do not fit one body")
         parts[0] = _U32.pack(count)
         return b"".join(parts)
+
+    def encode_one(self, row: Sequence[Any] | None) -> bytes:
+        """``encode([row], presence=True)`` without the loop: a GET reply body. O(row size)."""
+        if row is None:
+            return _ONE_ABSENT
+        return _ONE_PRESENT + self._encode_row(row, 0)
 
     def encode_row(self, row: Sequence[Any]) -> bytes:
         """One row without count or presence byte. O(row size)."""

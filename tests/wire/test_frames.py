@@ -419,3 +419,14 @@ def test_metadata_is_compact_utf8_json() -> None:
     meta = data[HEADER_SIZE:]
     assert meta == '{"s":"\u00e9","l":[1,2]}'.encode("utf-8")
     assert json.loads(meta) == {"s": "\u00e9", "l": [1, 2]}
+
+
+@pytest.mark.parametrize("raw", [b'{"table":"t","key":[7]}', b' {"a":1}', b'{"a":1} ', b'\n{"a" : [1, 2]}\t', b"{}"])
+def test_metadata_with_or_without_blanks_decodes_as_json_does(raw: bytes) -> None:
+    # The scanner-only fast path and decode()'s path must agree on every accepted input.
+    assert decode_metadata(raw) == json.loads(raw)
+
+
+@pytest.mark.parametrize("meta", [{"count": 1}, {"count": -3}, {"n": 2**70}, {"count": True}, {"é": 1}, {"a b": 1}, {"x": 1.5}])
+def test_one_field_metadata_encodes_as_the_json_encoder_does(meta: dict[str, Any]) -> None:
+    assert frames.encode_metadata(meta) == json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
