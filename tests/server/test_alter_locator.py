@@ -24,8 +24,8 @@ class _Handlers:
     def __init__(self) -> None:
         self.handlers: dict[int, Callable[..., Any]] = {}
 
-    def register(self, kind: Kind, fn: Callable[..., Any]) -> None:
-        self.handlers[int(kind)] = fn
+    def register(self, kind: Kind, fn: Callable[..., Any], **_how: Any) -> None:
+        self.handlers[int(kind)] = fn  # (how the server would run it, e.g. inline, does not matter here)
 
 
 def _call(loc: LocatorService, kind: Kind, meta: dict[str, Any]) -> dict[str, Any]:
