@@ -33,7 +33,7 @@ class FenceRegistry:
         self._group_locks: dict[str, threading.Lock] = {}
         self._newest: dict[str, int] = {}
         #: Called with (group, token) after a group's newest token grew (outside the lock).
-        self.on_newer: Callable[[str, int], None] | None = None
+        self.on_newer: Callable[[str, int], object] | None = None
         if self.path is not None and self.path.exists():
             self._newest = {k: int(v) for k, v in json.loads(self.path.read_text()).items()}
 

@@ -345,11 +345,17 @@ def evaluate(p: Predicate, batch: pa.RecordBatch | pa.Table) -> pa.Array:
     raise BadArgumentError(f"not a predicate: {p!r}")
 
 
+def _decimal_places(v: decimal.Decimal) -> int:
+    """Digits after the point of a finite decimal (0 for NaN and infinities)."""
+    e = v.as_tuple().exponent
+    return -e if isinstance(e, int) else 0
+
+
 def _literal_type(vals: Sequence[Any], t: pa.DataType) -> pa.DataType:
     if pa.types.is_integer(t) and any(isinstance(v, float) for v in vals):
         return pa.float64()
     if pa.types.is_decimal(t):
-        return pa.decimal128(38, max(t.scale, max((-v.as_tuple().exponent for v in vals if isinstance(v, decimal.Decimal)), default=0)))
+        return pa.decimal128(38, max(t.scale, max((_decimal_places(v) for v in vals if isinstance(v, decimal.Decimal)), default=0)))
     return t
 
 

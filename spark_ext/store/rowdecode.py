@@ -43,7 +43,7 @@ def column_getter(arr: pa.Array) -> Getter:
         return lambda i: None
     if pa.types.is_integer(t) or pa.types.is_floating(t):
         np_dtype = t.to_pandas_dtype()
-        values = memoryview(np.frombuffer(arr.buffers()[1], dtype=np_dtype, count=len(arr) + arr.offset, offset=0)[arr.offset:])
+        values = np.frombuffer(arr.buffers()[1], dtype=np_dtype, count=len(arr) + arr.offset, offset=0)[arr.offset:].data
         get = values.__getitem__
     elif name == "bool":
         bits = memoryview(arr.buffers()[1]).cast("B")
@@ -54,7 +54,7 @@ def column_getter(arr: pa.Array) -> Getter:
             return bool(bits[j >> 3] >> (j & 7) & 1)
 
     elif name == "string" or name == "binary":
-        offs = memoryview(np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1 + arr.offset)[arr.offset:])
+        offs = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + 1 + arr.offset)[arr.offset:].data
         data_buf = arr.buffers()[2]
         data = memoryview(data_buf if data_buf is not None else b"")
         if name == "string":
@@ -68,14 +68,14 @@ def column_getter(arr: pa.Array) -> Getter:
                 return bytes(data[offs[i]:offs[i + 1]])
 
     elif name == "date":
-        days = memoryview(np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + arr.offset)[arr.offset:])
+        days = np.frombuffer(arr.buffers()[1], dtype=np.int32, count=len(arr) + arr.offset)[arr.offset:].data
         base = types.EPOCH_ORDINAL
 
         def get(i: int) -> Any:
             return _FROMORD(days[i] + base)
 
     elif name in ("timestamp_tz", "timestamp_ntz"):
-        micros = memoryview(np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + arr.offset)[arr.offset:])
+        micros = np.frombuffer(arr.buffers()[1], dtype=np.int64, count=len(arr) + arr.offset)[arr.offset:].data
         epoch = types.EPOCH_UTC if name == "timestamp_tz" else types.EPOCH_NAIVE
 
         def get(i: int) -> Any:

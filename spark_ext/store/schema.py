@@ -222,7 +222,7 @@ class TableSchema:
                 f"({', '.join(self.arrow_schema.names)}), got {len(values)}: {tuple(values)!r}",
                 table=self.name,
             )
-        out = []
+        out: list[Any] = []
         co = self.coercers
         nullable = self.nullable
         for i, v in enumerate(values):
