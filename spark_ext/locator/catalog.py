@@ -30,6 +30,7 @@ from spark_ext.exceptions import (
 from spark_ext.store import alter
 from spark_ext.store.files import write_json_atomic
 from spark_ext.store.schema import TableSchema
+from spark_ext.store.table import storage_options
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +77,9 @@ def _check_indexes(table: str, schema: TableSchema, indexes: Any) -> list[dict[s
             raise BadArgumentError(f"table {table!r}: index kind must be 'hash' or 'ordered', got {kind!r}", table=table)
         out.append({"name": name, "columns": list(cols), "kind": kind})
     return out
+
+#: Table options the store servers apply when they create a table: ALTER may not change them.
+_FIXED_OPTIONS = frozenset({"persistence", "flush", "memory_limit_bytes", "num_buckets", "buckets", "primary_key"})
 
 
 class Catalog:
@@ -183,6 +187,7 @@ class Catalog:
         nm = check_ident(name, "table name")
         key = full_name(n, nm)
         schema = TableSchema.from_json({**spec, "name": key})
+        storage_options(key, schema.options)  # checked here, before any server sees the table
         indexes = _check_indexes(key, schema, spec.get("indexes") or [])
         with self.lock:
             if n not in self.namespaces:
@@ -222,6 +227,16 @@ class Catalog:
             return t
 
     def set_options(self, key: str, options: dict[str, Any], remove: Sequence[str] = (), expected_version: Any = None) -> dict[str, Any]:
+        """Set and remove free-form table options (ALTER TABLE SET/UNSET TBLPROPERTIES).
+
+        The options the store servers apply when they create the table (its storage)
+        cannot change here: BadArgumentError names the table and the option.
+        """
+        fixed = sorted({str(k).lower() for k in [*options, *remove]} & _FIXED_OPTIONS)
+        if fixed:
+            raise BadArgumentError(
+                f"table {key!r}: option {fixed[0]!r} is fixed when the table is created (the store servers apply it "
+                f"then); re-create the table to change it", table=key)
         with self.lock:
             t = self._entry(key, expected_version)
             opts = t["spec"].setdefault("options", {})

@@ -163,7 +163,10 @@ class StoreService:
             if (len(f.body) > INLINE_WRITE_BYTES or (type(keys) is list and len(keys) > INLINE_GET_MANY_KEYS)
                     or (self.fence is not None and m.get("fence") is not None) or self.store.commit_busy()):
                 raise WouldBlock
-            lock = self._table(m).lock
+            t = self._table(m)
+            if t.flush == "commit":  # the table's own policy: this write waits for an fsync
+                raise WouldBlock
+            lock = t.lock
             if not lock.acquire(blocking=False):
                 raise WouldBlock
             try:  # the engine takes the same (re-entrant) lock again at once

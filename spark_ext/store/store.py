@@ -332,7 +332,7 @@ class Store:
             result = stage(cs)
             if any(not p.is_empty() for p in cs.pending.values()):
                 lsn = cs._commit()
-        self._wait_durable(lsn)
+        self._wait_durable(lsn, self._durability(self._tables_of(cs)))
         return result
 
     # --- one-row autocommit path ---------------------------------------------------------
@@ -374,7 +374,7 @@ class Store:
             lsn = self._commit_point(t, [(k, row)])
         finally:
             lock.release()
-        self._wait_durable(lsn)
+        self._wait_durable(lsn, t.flush)
         return 1
 
     def _delete_key(self, t: Table, raw_key: Any) -> int | None:
@@ -387,7 +387,7 @@ class Store:
             if t.committed_get(k) is None:
                 return 0
             lsn = self._commit_point(t, [(k, None)])
-        self._wait_durable(lsn)
+        self._wait_durable(lsn, t.flush)
         return 1
 
     def _update_key(self, t: Table, raw_key: Any, values: Any) -> int | None:
@@ -422,7 +422,7 @@ class Store:
                 items = [(k, row)]
             self._check_row_memory(t)
             lsn = self._commit_point(t, items)
-        self._wait_durable(lsn)
+        self._wait_durable(lsn, t.flush)
         return 1
 
     def _check_row_memory(self, t: Table) -> None:
@@ -487,15 +487,36 @@ class Store:
             self._forget(cs)  # by identity: an autocommit id may equal a user's txn id
         return lsn
 
-    def _wait_durable(self, lsn: int) -> None:
-        """With flush "commit": return once the log is fsynced through ``lsn``.
+    def _wait_durable(self, lsn: int, policy: str | None = None) -> None:
+        """Make the log record ``lsn`` as durable as ``policy`` asks before returning.
 
-        Called by committers after releasing their locks, so that concurrent commits
-        share fsyncs (see the module docstring for what readers may see meanwhile).
+        ``policy`` is the flush policy of the change (:meth:`_durability`; None: the
+        store's). "commit": return once the log is fsynced through ``lsn``; "group":
+        make sure a flusher fsyncs it within the group interval; "off": nothing. Called
+        by committers after releasing their locks, so that concurrent commits share
+        fsyncs (see the module docstring for what readers may see meanwhile).
         """
-        if lsn and self.flush == "commit":
+        if not lsn:
+            return
+        policy = policy or self.flush
+        if policy == "commit":
             assert self._wal is not None
             self._wal.wait_durable(lsn)
+        elif policy == "group" and self.flush != "group":
+            assert self._wal is not None
+            self._wal.sync_soon()
+
+    def _durability(self, tables: Iterable[Table]) -> str:
+        """The flush policy of a change to ``tables``: the strictest of their ``flush``
+        options, each defaulting to the store's. O(#tables)."""
+        best = "off"
+        for t in tables:
+            p = t.flush or self.flush
+            if p == "commit":
+                return "commit"
+            if p == "group":
+                best = "group"
+        return best
 
     def _durable(self, cs: ChangeSet, changes: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
         persistent = {n for n, p in cs.pending.items() if p.table.persistent}
@@ -508,7 +529,7 @@ class Store:
         if changes:
             with self._commit_lock:
                 lsn = self._prepare_lsns[cs.id] = self._log(("prepare", cs.id, changes), wait=False)
-            self._wait_durable(lsn)
+            self._wait_durable(lsn, self._durability(self._tables_of(cs)))
 
     def _forget(self, cs: ChangeSet) -> None:
         """Drop a finished change set from the registry of named ones (its id is free)."""
@@ -519,12 +540,13 @@ class Store:
 
     def _log_abort(self, cs: ChangeSet) -> None:
         lsn = 0
+        policy = self._durability(self._tables_of(cs))
         if cs.id in self._prepare_lsns:
             with self._commit_lock:
                 lsn = self._log(("abort", cs.id), wait=False)
                 self._prepare_lsns.pop(cs.id, None)
         self._forget(cs)
-        self._wait_durable(lsn)
+        self._wait_durable(lsn, policy)
 
     def _log(self, record: tuple[Any, ...], wait: bool = True) -> int:
         """Append a record; returns its LSN (0 without a log).

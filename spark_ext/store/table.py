@@ -35,6 +35,31 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
+def storage_options(table: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """The storage options of a table definition, checked. O(1).
+
+    ``persistence`` (``memory``/``off``/``false``/``none``: not logged nor checkpointed),
+    ``memory_limit_bytes`` (a positive integer) and ``flush`` (``commit``, ``group`` or
+    ``off``: the log flush policy of changes to this table; absent: the store's).
+
+    Raises:
+        SchemaError: a value of the wrong form, naming the table, the option and the value.
+    """
+    persistent = str(options.get("persistence", "true")).lower() not in ("false", "none", "memory", "off")
+    lim = options.get("memory_limit_bytes")
+    try:
+        limit = int(lim) if lim else None
+    except ValueError:
+        limit = -1
+    if limit is not None and limit <= 0:
+        raise SchemaError(f"table {table!r}: option memory_limit_bytes must be a positive integer, got {lim!r}")
+    flush = options.get("flush")
+    if flush is not None and str(flush).lower() not in ("commit", "group", "off"):
+        raise SchemaError(f"table {table!r}: option flush must be commit, group or off, got {flush!r}")
+    return {"persistent": persistent, "memory_limit_bytes": limit,
+            "flush": None if flush is None else str(flush).lower()}
+
+
 class Table:
     """One table of a :class:`Store`. Thread-safe: one re-entrant lock guards its state."""
 
@@ -52,12 +77,11 @@ class Table:
         self.rowid_buckets: frozenset[int] | None = None
         self.version = 0
         self.dropped = False
-        self.persistent = schema.options.get("persistence", "true").lower() not in ("false", "none", "memory", "off")
-        lim = schema.options.get("memory_limit_bytes")
-        try:
-            self.memory_limit_bytes: int | None = int(lim) if lim else None
-        except ValueError:
-            raise SchemaError(f"table {self.name!r}: option memory_limit_bytes must be an integer, got {lim!r}") from None
+        opts = storage_options(self.name, schema.options)
+        self.persistent: bool = opts["persistent"]
+        self.memory_limit_bytes: int | None = opts["memory_limit_bytes"]
+        #: This table's log flush policy; None: the store's (see Store._wait_durable).
+        self.flush: str | None = opts["flush"]
 
     def check_open(self) -> None:
         if self.dropped:

@@ -525,7 +525,8 @@ class ChangeSet:
         this returns once the commit record is fsynced; the change is visible from the
         moment it is applied, just before (see :mod:`spark_ext.store.store`).
         """
-        self.store._wait_durable(self._commit())
+        policy = self.store._durability(self.store._tables_of(self))
+        self.store._wait_durable(self._commit(), policy)
 
     def _commit(self) -> int:
         """:meth:`commit` but the wait for durability: returns the LSN to wait for

@@ -398,6 +398,23 @@ class WriteAheadLog:
         if self._durable_lsn < lsn:
             self._sync_through(lsn)
 
+    def sync_soon(self) -> None:
+        """Make records appended so far durable within the group interval, in any mode.
+
+        For records that ask for ``"group"`` durability in a log whose own policy is
+        ``"commit"`` or ``"off"`` (a table's flush option): starts the background flusher
+        the ``"group"`` policy runs, once; it fsyncs whatever is unsynced every interval.
+        O(1).
+        """
+        if self._flusher is not None or self._closed:
+            return
+        with self._lock:
+            if self._flusher is None and not self._closed:
+                self._flusher = threading.Thread(
+                    target=self._flush_loop, name=f"wal-flusher:{self._dir.name}", daemon=True
+                )
+                self._flusher.start()
+
     def sync(self) -> None:
         """Fsync every record appended so far, in any flush mode.
 

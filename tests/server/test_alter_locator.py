@@ -82,3 +82,26 @@ def test_versioned_pushed_and_persisted(tmp_path: Path) -> None:
         loc.close()
         svc.close()
         store.close()
+
+
+def test_storage_options_checked_at_create_and_fixed_after(tmp_path: Path) -> None:
+    """``flush``, ``persistence``, ``memory_limit_bytes`` are applied by the servers at
+    CREATE: a bad value is refused before the table exists, and ALTER cannot change them."""
+    from spark_ext.exceptions import BadArgumentError, SchemaError
+
+    loc = LocatorService(Catalog(tmp_path / "catalog.json"))
+    spec = {"name": "default.t", "fields": [{"name": "id", "type": "int64"}], "primary_key": ["id"],
+            "num_buckets": 2}
+    for opts, msg in (({"flush": "sometimes"}, "option flush must be commit, group or off, got 'sometimes'"),
+                      ({"memory_limit_bytes": "lots"}, "option memory_limit_bytes must be a positive integer")):
+        with pytest.raises(SchemaError, match=msg):
+            loc.catalog.create_table(["default"], "t", {**spec, "options": opts}, ["s1", "s1"])
+        assert "default.t" not in loc.catalog.tables
+    loc.catalog.create_table(["default"], "t", {**spec, "options": {"flush": "group", "owner": "x"}}, ["s1", "s1"])
+    for change in ({"set_options": {"FLUSH": "off"}}, {"remove_options": ["persistence"]},
+                   {"set_options": {"memory_limit_bytes": "10"}}):
+        with pytest.raises(BadArgumentError, match=r"table 'default.t': option '\w+' is fixed when the table is created"):
+            _call(loc, Kind.ALTER_TABLE, {"namespace": ["default"], "name": "t", **change})
+    assert loc.catalog.tables["default.t"]["spec"]["options"] == {"flush": "group", "owner": "x"}
+    out = _call(loc, Kind.ALTER_TABLE, {"namespace": ["default"], "name": "t", "set_options": {"owner": "y"}})
+    assert loc.catalog.tables["default.t"]["spec"]["options"] == {"flush": "group", "owner": "y"}, out
