@@ -255,15 +255,16 @@ class Bucket:
         self.version += 1
         self._snap = None
 
-    def add_run(self, batch: pa.RecordBatch, keys: Sequence[Any] | None = None) -> None:
+    def add_run(self, batch: pa.RecordBatch, keys: Sequence[Any] | None = None, presorted: bool = False) -> None:
         """Append a new run of rows whose keys are not live in this bucket.
 
         The caller has removed older versions of these keys. O(rows log rows) on the int
-        path (sort), O(rows) otherwise; plus index maintenance when indexes exist.
+        path (sort; O(1) with ``presorted``: the rows are in key order already),
+        O(rows) otherwise; plus index maintenance when indexes exist.
         """
         if batch.num_rows == 0:
             return
-        run = Run(self.schema, batch)
+        run = Run(self.schema, batch, presorted=presorted)
         self.runs.append(run)
         self.deleted.append(set())
         if self.indexes:
