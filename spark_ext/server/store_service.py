@@ -220,10 +220,12 @@ class StoreService:
         if f.flags & _ARROW:
             data = read_ipc_stream(f.body)
             if self.owned.get(t.name) is not None and data.num_rows:
+                # Conformed once, here: the engine takes a batch in the table's layout as
+                # it is (type checks only, no second cast or copy).
                 batch = schema.conform_batch(data)
-                if schema.hidden_rowid:
-                    return data  # row ids are assigned here: every bucket is fine
-                self._check_owned(t, np.unique(batch_buckets(schema, batch)).tolist())
+                if not schema.hidden_rowid:  # row ids are assigned here: every bucket is fine
+                    self._check_owned(t, np.unique(batch_buckets(schema, batch)).tolist())
+                return batch
             return data
         if f.flags & _COMPACT:
             rows = self._codec(t).decode(f.body)
@@ -378,7 +380,7 @@ class StoreService:
         if op in ("insert", "upsert"):
             rows = self._rows(t, f)
             change: tuple[Any, ...] = (rows,)
-            n = rows.num_rows if isinstance(rows, pa.Table) else len(rows)
+            n = rows.num_rows if isinstance(rows, (pa.Table, pa.RecordBatch)) else len(rows)
         elif op == "update":
             keys = self._keys(t, m.get("keys"))
             vals = self._set_values(t, m.get("values"))

@@ -403,15 +403,19 @@ class Store:
         """
         tables = self._tables_of(cs)
         lsn = 0
+        record: bytes | None = None
+        if one_phase and self._wal is not None:
+            # Encoded before the table locks are taken (a bulk's Arrow data takes a while):
+            # the change set cannot change meanwhile, its caller holds its mutex.
+            changes = cs.changes()
+            if changes and any(p.table.persistent for p in cs.pending.values()):
+                record = encode_record(("commit1", cs.id, self._durable(cs, changes)))
         for t in tables:
             t.lock.acquire()
         try:
             with self._commit_lock:
-                changes = None
-                if one_phase:
-                    changes = cs.changes()
-                    if changes and any(p.table.persistent for p in cs.pending.values()):
-                        lsn = self._log(("commit1", cs.id, self._durable(cs, changes)), wait=False)
+                if record is not None:
+                    lsn = self._log_data(record, wait=False)
                 elif cs.id in self._prepare_lsns:
                     lsn = self._log(("commit", cs.id), wait=False)
                 for p in cs.pending.values():

@@ -55,8 +55,9 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
     Work(String sid) { this.sid = sid; }
 
     boolean full() {
-      return inserts.rows() + replRows.rows() + delKeys.size() >= BATCH_ROWS
-          || inserts.bytes() + replRows.bytes() >= BATCH_BYTES;
+      int n = inserts.rows() + replRows.rows() + delKeys.size();
+      // The byte size is summed over the vectors: look at it every 1,024 rows only.
+      return n >= BATCH_ROWS || ((n & 1023) == 0 && inserts.bytes() + replRows.bytes() >= BATCH_BYTES);
     }
 
     void flush() {
