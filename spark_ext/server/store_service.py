@@ -26,6 +26,7 @@ from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store, Table
 from spark_ext.store import predicate as P
 from spark_ext.store.schema import TableSchema, batch_buckets
+from spark_ext.store.txn import order_rows
 from spark_ext.wire import values
 from spark_ext.wire.arrowio import read_ipc_stream, write_ipc_stream
 from spark_ext.wire.errors import WireError
@@ -379,8 +380,14 @@ class StoreService:
         part = _field(m, "part", str, "")
         if op in ("insert", "upsert"):
             rows = self._rows(t, f)
+            if isinstance(rows, (pa.Table, pa.RecordBatch)):
+                # Conformed and ordered by (bucket, key) now, while the writer prepares
+                # its next batch, rather than at its task commit.
+                rows = order_rows(t.schema, rows)
+                n = rows.num_rows
+            else:
+                n = len(rows)
             change: tuple[Any, ...] = (rows,)
-            n = rows.num_rows if isinstance(rows, (pa.Table, pa.RecordBatch)) else len(rows)
         elif op == "update":
             keys = self._keys(t, m.get("keys"))
             vals = self._set_values(t, m.get("values"))

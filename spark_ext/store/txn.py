@@ -33,7 +33,7 @@ from spark_ext.exceptions import (
 from spark_ext.store import predicate as P
 from spark_ext.store.keylocks import SortedKeyLocks
 from spark_ext.store.rowdecode import row_decoder
-from spark_ext.store.rows import normalize_rows
+from spark_ext.store.rows import BULK_MIN_ROWS, normalize_rows
 from spark_ext.store.schema import ROWID, batch_buckets, batch_key_array, batch_keys, rows_to_batch
 
 if TYPE_CHECKING:
@@ -101,6 +101,39 @@ class Bulk:
         return self.batch.filter(pa.array(self.live)), self.upsert, None
 
 
+class OrderedBatch:
+    """Rows for :meth:`ChangeSet.insert` / :meth:`ChangeSet.upsert`, conformed to a
+    table's layout and ordered by (bucket, key) ahead of time (see :func:`order_rows`),
+    so that staging them does not sort again. A change of the table's schema since then
+    makes the change set conform them again."""
+
+    __slots__ = ("schema", "batch", "keys", "bounds")
+
+    def __init__(self, schema: Any, batch: pa.RecordBatch, keys: np.ndarray, bounds: np.ndarray) -> None:
+        self.schema = schema
+        self.batch = batch
+        self.keys = keys
+        self.bounds = bounds
+
+    @property
+    def num_rows(self) -> int:
+        return self.batch.num_rows
+
+
+def order_rows(schema: Any, data: pa.RecordBatch | pa.Table) -> Any:
+    """Arrow rows for a table with one integer key column, conformed and ordered by
+    (bucket, key) as an :class:`OrderedBatch`; other inputs are returned as they are.
+
+    A store server calls it when a batch arrives, before the transaction step that
+    stages it. O(rows log rows), vectorized. Raises the conform errors (types, NULLs).
+    """
+    if not schema.int_key or schema.hidden_rowid or data.num_rows < BULK_MIN_ROWS:
+        return data
+    batch = schema.conform_batch(data)
+    batch, keys, bounds = sort_by_bucket_and_key(schema, batch)
+    return OrderedBatch(schema, batch, keys, bounds)
+
+
 def sort_by_bucket_and_key(schema: Any, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
     """Order an int-key batch by (bucket, key): ``(batch, keys, bounds)``.
 
@@ -109,7 +142,7 @@ def sort_by_bucket_and_key(schema: Any, batch: pa.RecordBatch) -> tuple[pa.Recor
     """
     keys = batch_key_array(schema, batch)
     bks = batch_buckets(schema, batch)
-    order = np.argsort(keys, kind="stable")
+    order = np.argsort(keys)  # (introsort: about twice as fast as a stable sort here)
     # A stable sort on the small bucket numbers keeps the key order within each bucket
     # (numpy sorts 16-bit ints stably by radix: linear).
     order = order[np.argsort(bks[order].astype(np.int16), kind="stable")]
@@ -259,6 +292,10 @@ class ChangeSet:
                     "upsert; use insert, or declare a primary key",
                     table=t.name,
                 )
+            if isinstance(rows, OrderedBatch):
+                if rows.schema is t.schema:
+                    return self._write_bulk(t, rows.batch, upsert, (rows.keys, rows.bounds))
+                rows = rows.batch  # the table changed since: conform again
             data = normalize_rows(t.schema, rows)
             if isinstance(data, pa.RecordBatch):
                 return self._write_bulk(t, data, upsert)
@@ -292,14 +329,20 @@ class ChangeSet:
 
     # --- staging: bulk path -------------------------------------------------------------
 
-    def _write_bulk(self, t: "Table", batch: pa.RecordBatch, upsert: bool) -> int:
+    def _write_bulk(self, t: "Table", batch: pa.RecordBatch, upsert: bool,
+                    ordered: tuple[np.ndarray, np.ndarray] | None = None) -> int:
+        """Stage a conformed batch; ``ordered``: its keys and bucket bounds when the rows
+        are ordered by (bucket, key) already (an :class:`OrderedBatch`)."""
         schema = t.schema
         n = batch.num_rows
         if schema.hidden_rowid:
             batch = batch.append_column(pa.field(ROWID, pa.int64(), nullable=False), pa.array(t.reserve_rowids(n)))
         p = self._pending(t)
         if schema.int_key:
-            batch, arr, bounds = sort_by_bucket_and_key(schema, batch)
+            if ordered is not None:
+                arr, bounds = ordered
+            else:
+                batch, arr, bounds = sort_by_bucket_and_key(schema, batch)
             same = np.flatnonzero(arr[1:] == arr[:-1])
             if len(same):
                 raise _twice_error(t, int(arr[same[0]]))
