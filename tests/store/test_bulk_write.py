@@ -227,3 +227,24 @@ def test_sort_by_bucket_and_key_and_sorted_key_locks(store: Store, t) -> None:
     probe = t.schema.conform_batch(_batch(np.concatenate([ids[:10], np.arange(10**13, 10**13 + 10)])))
     _, pk, pb = sort_by_bucket_and_key(t.schema, probe)
     assert int(locks.hits(pk, pb).sum()) == 10
+
+
+def test_bulk_upsert_over_whole_runs_drops_them(store: Store, t) -> None:
+    rng = np.random.default_rng(11)
+    ids = rng.permutation(6000).astype(np.int64)
+    for lo in range(0, 6000, 2000):
+        t.insert(_batch(ids[lo:lo + 2000]))  # three runs per bucket
+    runs_before = sum(len(b.runs) for b in t.buckets)
+    t.upsert(_batch(ids[:4000], tag="new"))  # covers the first two runs exactly
+    t.upsert(_batch(ids[4000:4500], tag="part"))  # a part of the third
+    assert t.count() == 6000
+    assert sum(len(b.runs) for b in t.buckets) == runs_before  # two dropped per bucket, two added
+    for k in ids[:20].tolist():
+        assert t.get(k) == (k, f"new{k}", k / 2)
+    for k in ids[4000:4020].tolist():
+        assert t.get(k)[1] == f"part{k}"
+    for k in ids[5000:5020].tolist():
+        assert t.get(k)[1] == f"v{k}"
+    t._check()
+    t.compact()
+    assert t.count() == 6000 and sorted(r[0] for r in contents(t)) == sorted(ids.tolist())
