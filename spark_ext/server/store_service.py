@@ -215,19 +215,25 @@ class StoreService:
             out[c] = values.from_json(t.schema.type_names[i], v)
         return out
 
-    def _rows(self, t: Table, f: Frame) -> Any:
-        """Rows of a write request: an Arrow stream or compact rows (user columns)."""
+    def _rows(self, t: Table, f: Frame, ordered: bool = False) -> Any:
+        """Rows of a write request: an Arrow stream or compact rows (user columns).
+
+        ``ordered``: large Arrow rows of an int-key table come back conformed and ordered
+        by (bucket, key), as a ``txn.OrderedBatch`` (see :func:`order_rows`).
+        """
         schema = t.schema
         if f.flags & _ARROW:
             data = read_ipc_stream(f.body)
+            buckets = None
             if self.owned.get(t.name) is not None and data.num_rows:
                 # Conformed once, here: the engine takes a batch in the table's layout as
                 # it is (type checks only, no second cast or copy).
-                batch = schema.conform_batch(data)
+                data = schema.conform_batch(data)
                 if not schema.hidden_rowid:  # row ids are assigned here: every bucket is fine
-                    self._check_owned(t, np.unique(batch_buckets(schema, batch)).tolist())
-                return batch
-            return data
+                    buckets = batch_buckets(schema, data)
+                    counts = np.bincount(buckets, minlength=schema.num_buckets)
+                    self._check_owned(t, np.flatnonzero(counts).tolist())
+            return order_rows(schema, data, buckets) if ordered else data
         if f.flags & _COMPACT:
             rows = self._codec(t).decode(f.body)
             if self.owned.get(t.name) is not None and not schema.hidden_rowid:
@@ -379,14 +385,10 @@ class StoreService:
         op = _field(m, "op", str)
         part = _field(m, "part", str, "")
         if op in ("insert", "upsert"):
-            rows = self._rows(t, f)
-            if isinstance(rows, (pa.Table, pa.RecordBatch)):
-                # Conformed and ordered by (bucket, key) now, while the writer prepares
-                # its next batch, rather than at its task commit.
-                rows = order_rows(t.schema, rows)
-                n = rows.num_rows
-            else:
-                n = len(rows)
+            # Arrow rows are conformed and ordered by (bucket, key) now, while the writer
+            # prepares its next batch, rather than at its task commit.
+            rows = self._rows(t, f, ordered=True)
+            n = len(rows) if isinstance(rows, list) else rows.num_rows
             change: tuple[Any, ...] = (rows,)
         elif op == "update":
             keys = self._keys(t, m.get("keys"))

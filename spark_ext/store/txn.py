@@ -120,28 +120,31 @@ class OrderedBatch:
         return self.batch.num_rows
 
 
-def order_rows(schema: Any, data: pa.RecordBatch | pa.Table) -> Any:
+def order_rows(schema: Any, data: pa.RecordBatch | pa.Table, buckets: np.ndarray | None = None) -> Any:
     """Arrow rows for a table with one integer key column, conformed and ordered by
     (bucket, key) as an :class:`OrderedBatch`; other inputs are returned as they are.
 
     A store server calls it when a batch arrives, before the transaction step that
-    stages it. O(rows log rows), vectorized. Raises the conform errors (types, NULLs).
+    stages it; ``buckets``: the rows' buckets when the caller has them already.
+    O(rows log rows), vectorized. Raises the conform errors (types, NULLs).
     """
     if not schema.int_key or schema.hidden_rowid or data.num_rows < BULK_MIN_ROWS:
         return data
     batch = schema.conform_batch(data)
-    batch, keys, bounds = sort_by_bucket_and_key(schema, batch)
+    batch, keys, bounds = sort_by_bucket_and_key(schema, batch, buckets)
     return OrderedBatch(schema, batch, keys, bounds)
 
 
-def sort_by_bucket_and_key(schema: Any, batch: pa.RecordBatch) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
+def sort_by_bucket_and_key(schema: Any, batch: pa.RecordBatch,
+                           buckets: np.ndarray | None = None) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
     """Order an int-key batch by (bucket, key): ``(batch, keys, bounds)``.
 
     Equal keys end up next to each other (a key has one bucket), so duplicates are found
-    by comparing neighbours. O(rows log rows), vectorized; no copy when already ordered.
+    by comparing neighbours. ``buckets``: the rows' buckets if known (else computed).
+    O(rows log rows), vectorized; no copy when already ordered.
     """
     keys = batch_key_array(schema, batch)
-    bks = batch_buckets(schema, batch)
+    bks = batch_buckets(schema, batch) if buckets is None else buckets
     order = np.argsort(keys)  # (introsort: about twice as fast as a stable sort here)
     # A stable sort on the small bucket numbers keeps the key order within each bucket
     # (numpy sorts 16-bit ints stably by radix: linear).
