@@ -248,3 +248,47 @@ def test_bulk_upsert_over_whole_runs_drops_them(store: Store, t) -> None:
     t._check()
     t.compact()
     assert t.count() == 6000 and sorted(r[0] for r in contents(t)) == sorted(ids.tolist())
+
+
+def test_a_statement_of_many_parts_adds_one_sorted_run_per_bucket(store: Store, t) -> None:
+    t.insert(_batch(range(10**9, 10**9 + 500)))
+    rng = np.random.default_rng(5)
+    parts = _parts(rng, 12_000, 12)
+    parts = [np.concatenate(parts[:-1])[i::10] for i in range(10)] + [parts[-1]]
+    assert len(parts) == 11 and store.compaction[2] < 10  # more parts than a bucket keeps runs
+    cs = store.begin("merge")
+    for p in parts[:10]:
+        cs.insert("t", _batch(p))
+    cs.upsert("t", _batch(parts[10], tag="u"))  # the other group: not merged with the inserts
+    cs.delete("t", [int(parts[0][0])])           # a point change on top of a bulk row
+    runs_before = [len(b.runs) for b in t.buckets]
+    cs.commit()
+    # Nine insert parts became one run per bucket (the one with a killed row stays
+    # apart), the upsert part one more.
+    assert all(len(b.runs) <= r + 3 for b, r in zip(t.buckets, runs_before))
+    assert t.count() == 500 + 12_000 - 1
+    assert t.get(int(parts[0][0])) is None and t.get(int(parts[10][3]))[1].startswith("u")
+    assert not t.locks and not t.bulk_locks
+    t._check()
+
+
+def test_merged_parts_recover_from_the_log(tmp_path: Path) -> None:
+    s = Store(tmp_path, background=False)
+    s.create_table("t", SCHEMA, primary_key="id", num_buckets=4)
+    cs = s.begin("m")
+    rng = np.random.default_rng(9)
+    parts = _parts(rng, 8000, 12)
+    for p in parts:
+        cs.insert("t", _batch(p))
+    cs.prepare()
+    cs.commit()
+    t = s.table("t")
+    assert all(len(b.runs) == 1 for b in t.buckets)
+    before = contents(t)
+    s.close()
+    s2 = Store(tmp_path, background=False)
+    try:
+        assert contents(s2.table("t")) == before
+        s2.table("t")._check()
+    finally:
+        s2.close()
