@@ -135,39 +135,6 @@ def order_rows(schema: Any, data: pa.RecordBatch | pa.Table, buckets: np.ndarray
     return OrderedBatch(schema, batch, keys, bounds)
 
 
-def merge_ordered(schema: Any, bulks: Sequence["Bulk"]) -> "Bulk":
-    """One bulk of the rows of several (bucket, key)-ordered bulks with disjoint keys
-    and no superseded rows, ordered the same way: the statement then adds one sorted
-    run per bucket, not one per part. O(rows log parts): numpy's stable sort merges
-    the sorted segments of each bucket; two copies of the rows."""
-    nb = schema.num_buckets
-    pieces: list[pa.RecordBatch] = []
-    keys: list[np.ndarray] = []
-    bounds = np.zeros(nb + 1, dtype=np.int64)
-    for b in range(nb):
-        for bk in bulks:
-            assert bk.bounds is not None and bk.key_arr is not None and bk.live is None
-            lo, hi = int(bk.bounds[b]), int(bk.bounds[b + 1])
-            if hi > lo:
-                pieces.append(bk.batch.slice(lo, hi - lo))
-                keys.append(bk.key_arr[lo:hi])
-    arr = np.concatenate(keys) if keys else np.zeros(0, dtype=np.int64)
-    # bucket b's rows are arr[bounds[b]:bounds[b + 1]], its segments in part order
-    sizes = np.zeros(nb, dtype=np.int64)
-    for bk in bulks:
-        sizes += np.diff(bk.bounds)
-    bounds[1:] = np.cumsum(sizes)
-    order = np.empty(len(arr), dtype=np.int64)
-    for b in range(nb):
-        lo, hi = int(bounds[b]), int(bounds[b + 1])
-        order[lo:hi] = lo + np.argsort(arr[lo:hi], kind="stable")
-    # One gather from the segments (a take across chunks copies each value once).
-    merged = pa.Table.from_batches(pieces, schema=bulks[0].batch.schema).take(pa.array(order)).combine_chunks()
-    out = merged.to_batches()
-    batch = out[0] if len(out) == 1 else pa.Table.from_batches(out).combine_chunks().to_batches()[0]
-    return Bulk(batch, any(bk.upsert for bk in bulks), key_arr=np.ascontiguousarray(arr[order]), bounds=bounds)
-
-
 def sort_by_bucket_and_key(schema: Any, batch: pa.RecordBatch,
                            buckets: np.ndarray | None = None) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
     """Order an int-key batch by (bucket, key): ``(batch, keys, bounds)``.
@@ -684,29 +651,8 @@ class ChangeSet:
                 return
             self._require_open()
             self._check_memory()
-            self._consolidate()
             self.store._log_prepare(self)
             self.state = PREPARED
-
-    def _consolidate(self) -> None:
-        """Merge the (bucket, key)-ordered bulks of each table into one before they are
-        logged and applied (see :func:`merge_ordered`) when there are more of them than
-        a bucket may hold runs before it is compacted: the statement then adds one
-        sorted run per bucket, merged here, outside the table's lock, rather than by a
-        compaction holding it. Fewer bulks become runs as they are (no copy on the
-        commit's path). Bulks with superseded rows are left alone. O(rows log parts)."""
-        max_runs = self.store.compaction[2]
-        for p in self.pending.values():
-            for upsert in (False, True):
-                group = [b for b in p.bulks if b.bounds is not None and b.live is None and b.upsert == upsert]
-                if len(group) <= max_runs:
-                    continue
-                merged = merge_ordered(p.table.schema, group)
-                merged.array_locked = group[0].array_locked
-                first = p.bulks.index(group[0])
-                ids = {id(b) for b in group}
-                rest = [b for b in p.bulks if id(b) not in ids]
-                p.bulks[:] = rest[:first] + [merged] + rest[first:]
 
     def _check_memory(self) -> None:
         check_memory(self.store, [(n, p.table, p.added_bytes(), p.truncate) for n, p in self.pending.items()])
@@ -726,7 +672,6 @@ class ChangeSet:
         with self._mutex:
             if self.state == OPEN:
                 self._check_memory()
-                self._consolidate()
                 one_phase = True
             elif self.state == PREPARED:
                 one_phase = False
