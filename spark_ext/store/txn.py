@@ -145,10 +145,11 @@ def sort_by_bucket_and_key(schema: Any, batch: pa.RecordBatch,
     """
     keys = batch_key_array(schema, batch)
     bks = batch_buckets(schema, batch) if buckets is None else buckets
-    order = np.argsort(keys)  # (introsort: about twice as fast as a stable sort here)
+    order = np.argsort(keys)  # (introsort: several times faster than a stable sort here)
     # A stable sort on the small bucket numbers keeps the key order within each bucket
     # (numpy sorts 16-bit ints stably by radix: linear).
-    order = order[np.argsort(bks[order].astype(np.int16), kind="stable")]
+    small = np.int16 if schema.num_buckets <= np.iinfo(np.int16).max else np.int64
+    order = order[np.argsort(bks[order].astype(small), kind="stable")]
     if bool(np.any(order != np.arange(len(order)))):
         batch = batch.take(pa.array(order))
         keys = keys[order]
@@ -390,7 +391,7 @@ class ChangeSet:
                     replaces = True
                 del point[k]
                 if arr is not None and self._register:
-                    del t.locks[k]  # locked again below, with the bulk's keys (in arrays)
+                    t.locks.pop(k, None)  # locked again below, with the bulk's keys (in arrays)
         for k in again:
             for b in p.bulks:
                 pos = b.find(k)
