@@ -233,7 +233,10 @@ class StoreService:
                     buckets = batch_buckets(schema, data)
                     counts = np.bincount(buckets, minlength=schema.num_buckets)
                     self._check_owned(t, np.flatnonzero(counts).tolist())
-            return order_rows(schema, data, buckets) if ordered else data
+            if not ordered:
+                return data
+            # A logged table's rows are encoded for the log here too, off the commit's path.
+            return order_rows(schema, data, buckets, encode=t.persistent and self.store.data_dir is not None)
         if f.flags & _COMPACT:
             rows = self._codec(t).decode(f.body)
             if self.owned.get(t.name) is not None and not schema.hidden_rowid:

@@ -248,3 +248,33 @@ def test_bulk_upsert_over_whole_runs_drops_them(store: Store, t) -> None:
     t._check()
     t.compact()
     assert t.count() == 6000 and sorted(r[0] for r in contents(t)) == sorted(ids.tolist())
+
+
+@pytest.mark.parametrize("two_phase", [False, True])
+def test_rows_encoded_for_the_log_when_they_arrive_are_logged_as_they_are(tmp_path: Path, two_phase: bool) -> None:
+    from spark_ext.store.txn import OrderedBatch, order_rows
+
+    s = Store(tmp_path, background=False)
+    t = s.create_table("t", SCHEMA, primary_key="id", num_buckets=4)
+    rng = np.random.default_rng(13)
+    parts = _parts(rng, 9000, 3)
+    cs = s.begin("enc")
+    for p in parts:
+        ob = order_rows(t.schema, _batch(p), encode=True)
+        assert isinstance(ob, OrderedBatch) and ob.ipc is not None
+        cs.insert("t", ob)
+    cs.delete("t", [int(parts[1][7])])  # a superseded row: that bulk is logged re-encoded
+    if two_phase:
+        cs.prepare()
+    cs.commit()
+    before = contents(t)
+    assert len(before) == 8999
+    t.compact()
+    assert contents(t) == before
+    s.close()
+    s2 = Store(tmp_path, background=False)
+    try:
+        assert contents(s2.table("t")) == before
+        s2.table("t")._check()
+    finally:
+        s2.close()
