@@ -29,6 +29,7 @@ from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store, Table
 from spark_ext.store import predicate as P
 from spark_ext.store.schema import TableSchema, batch_buckets
+from spark_ext.store.txn import order_rows
 from spark_ext.wire import values
 from spark_ext.wire.arrowio import read_ipc_stream, write_ipc_stream
 from spark_ext.wire.errors import WireError
@@ -340,17 +341,28 @@ class StoreService:
             out[c] = values.from_json(t.schema.type_names[i], v)
         return out
 
-    def _rows(self, t: Table, f: Frame) -> Any:
-        """Rows of a write request: an Arrow stream or compact rows (user columns)."""
+    def _rows(self, t: Table, f: Frame, ordered: bool = False) -> Any:
+        """Rows of a write request: an Arrow stream or compact rows (user columns).
+
+        ``ordered``: large Arrow rows of an int-key table come back conformed and ordered
+        by (bucket, key), as a ``txn.OrderedBatch`` (see :func:`order_rows`).
+        """
         schema = t.schema
         if f.flags & _ARROW:
             data = read_ipc_stream(f.body)
+            buckets = None
             if self.owned.get(t.name) is not None and data.num_rows:
-                batch = schema.conform_batch(data)
-                if schema.hidden_rowid:
-                    return data  # row ids are assigned here: every bucket is fine
-                self._check_owned(t, np.unique(batch_buckets(schema, batch)).tolist())
-            return data
+                # Conformed once, here: the engine takes a batch in the table's layout as
+                # it is (type checks only, no second cast or copy).
+                data = schema.conform_batch(data)
+                if not schema.hidden_rowid:  # row ids are assigned here: every bucket is fine
+                    buckets = batch_buckets(schema, data)
+                    counts = np.bincount(buckets, minlength=schema.num_buckets)
+                    self._check_owned(t, np.flatnonzero(counts).tolist())
+            if not ordered:
+                return data
+            # A logged table's rows are encoded for the log here too, off the commit's path.
+            return order_rows(schema, data, buckets, encode=t.persistent and self.store.data_dir is not None)
         if f.flags & _COMPACT:
             rows = self._codec(t, f.metadata).decode(f.body)
             if self.owned.get(t.name) is not None and not schema.hidden_rowid:
@@ -549,9 +561,11 @@ class StoreService:
         op = _field(m, "op", str)
         part = _field(m, "part", str, "")
         if op in ("insert", "upsert"):
-            rows = self._rows(t, f)
+            # Arrow rows are conformed and ordered by (bucket, key) now, while the writer
+            # prepares its next batch, rather than at its task commit.
+            rows = self._rows(t, f, ordered=True)
+            n = len(rows) if isinstance(rows, list) else rows.num_rows
             change: tuple[Any, ...] = (rows,)
-            n = rows.num_rows if isinstance(rows, pa.Table) else len(rows)
         elif op == "update":
             keys = self._keys(t, m.get("keys"))
             vals = self._set_values(t, m.get("values"))

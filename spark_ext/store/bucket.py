@@ -259,15 +259,16 @@ class Bucket:
         self.version += 1
         self._snap = None
 
-    def add_run(self, batch: pa.RecordBatch, keys: Sequence[Any] | None = None) -> None:
+    def add_run(self, batch: pa.RecordBatch, keys: Sequence[Any] | None = None, presorted: bool = False) -> None:
         """Append a new run of rows whose keys are not live in this bucket.
 
         The caller has removed older versions of these keys. O(rows log rows) on the int
-        path (sort), O(rows) otherwise; plus index maintenance when indexes exist.
+        path (sort; O(1) with ``presorted``: the rows are in key order already),
+        O(rows) otherwise; plus index maintenance when indexes exist.
         """
         if batch.num_rows == 0:
             return
-        run = Run(self.schema, batch)
+        run = Run(self.schema, batch, presorted=presorted)
         self.runs.append(run)
         self.deleted.append(set())
         if self.indexes:
@@ -282,7 +283,7 @@ class Bucket:
             ix.add_batch(run.batch, self.schema.key_positions)
 
     def remove_keys_vectorized(self, keys: np.ndarray) -> None:
-        """Remove every live row whose int key is in ``keys`` (int path). O(k log n)."""
+        """Remove every live row whose int key is in ``keys`` (distinct; int path). O(k log n)."""
         if self.delta:
             if len(self.delta) < len(keys):
                 wanted = set(keys.tolist())
@@ -291,10 +292,16 @@ class Bucket:
                 hits = [k for k in keys.tolist() if k in self.delta]
             for k in hits:
                 self.remove(k)
-        for run, dels in zip(self.runs, self.deleted):
+        dead: list[int] = []
+        for i, (run, dels) in enumerate(zip(self.runs, self.deleted)):
             pos = run.find_many(keys)
             found = pos[pos >= 0]
             if len(found):
+                if not dels and not self.indexes and len(found) == run.n:
+                    # Every row of the run is replaced (a bulk upsert over a bulk load):
+                    # drop the run rather than record each position as deleted.
+                    dead.append(i)
+                    continue
                 if self.indexes:
                     for p in found.tolist():
                         if p not in dels:
@@ -303,6 +310,9 @@ class Bucket:
                             for ix in self.indexes.values():
                                 ix.remove(k, row)
                 dels.update(found.tolist())
+        for i in reversed(dead):
+            del self.runs[i]
+            del self.deleted[i]
         self._touch()
 
     def clear(self) -> None:

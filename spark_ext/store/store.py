@@ -198,7 +198,7 @@ class Store:
                     return False
                 raise NoSuchTableError(f"no table {name!r}", table=name)
             with t.lock:
-                if t.locks or t.truncating is not None:
+                if t.locks or t.bulk_locks or t.truncating is not None:
                     from spark_ext.exceptions import ConflictError
 
                     raise ConflictError(f"table {name!r} has uncommitted changes of open transactions", table=name)
@@ -401,6 +401,8 @@ class Store:
             key_cols_changed = any(i in kp for i, _ in setters)
             k = schema.coerce_key(raw_key)
             owner = t.locks.get(k)
+            if owner is None and t.bulk_locks:
+                owner = t.lock_owner(k)
             if owner is not None:
                 raise key_locked_error(t, k, owner)
             cur = t.committed_get(k)
@@ -413,6 +415,8 @@ class Store:
             nk = schema.key_of(row) if key_cols_changed else k
             if nk != k:
                 owner = t.locks.get(nk)
+                if owner is None and t.bulk_locks:
+                    owner = t.lock_owner(nk)
                 if owner is not None:
                     raise key_locked_error(t, nk, owner)
                 if t.committed_get(nk) is not None:
@@ -465,21 +469,25 @@ class Store:
         """
         tables = self._tables_of(cs)
         lsn = 0
+        record: bytes | None = None
+        if one_phase and self._wal is not None:
+            # Encoded before the table locks are taken (a bulk's Arrow data takes a while):
+            # the change set cannot change meanwhile, its caller holds its mutex.
+            changes = cs.changes()
+            if changes and any(p.table.persistent for p in cs.pending.values()):
+                record = encode_record(("commit1", cs.id, self._durable(cs, changes)))
         for t in tables:
             t.lock.acquire()
         try:
             with self._commit_lock:
-                changes = None
-                if one_phase:
-                    changes = cs.changes()
-                    if changes and any(p.table.persistent for p in cs.pending.values()):
-                        lsn = self._log(("commit1", cs.id, self._durable(cs, changes)), wait=False)
+                if record is not None:
+                    lsn = self._log_data(record, wait=False)
                 elif cs.id in self._prepare_lsns:
                     lsn = self._log(("commit", cs.id), wait=False)
                 for p in cs.pending.values():
                     if not p.is_empty():
                         p.table.check_open()
-                        p.table.apply(p.truncate, p.point.items(), [(b.live_batch(), b.upsert) for b in p.bulks])
+                        p.table.apply(p.truncate, p.point.items(), [b.apply_form() for b in p.bulks])
             self._prepare_lsns.pop(cs.id, None)
         finally:
             for t in reversed(tables):
@@ -664,7 +672,7 @@ class Store:
 
             for b, up in bulks:
                 b = b if isinstance(b, pa.RecordBatch) else b.to_batch()
-                p.bulks.append(Bulk(b, up, batch_keys(t.schema, b)))
+                p.bulks.append(Bulk(b, up, keys=batch_keys(t.schema, b)))
             for k in p.locked_keys():
                 t.locks[k] = cs
                 # Row ids this set reserved must not be handed out again by new inserts.
@@ -774,5 +782,7 @@ def _batches_of(snaps: Iterable[Any], schema: pa.Schema) -> Iterable[pa.RecordBa
 def _check_key_free(t: Table, k: Any) -> None:
     """Refuse a one-row write to a key an open change set has locked."""
     owner = t.locks.get(k)
+    if owner is None and t.bulk_locks:
+        owner = t.lock_owner(k)
     if owner is not None:
         raise key_locked_error(t, k, owner)

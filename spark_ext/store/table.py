@@ -25,6 +25,7 @@ from spark_ext.exceptions import (
 from spark_ext.store import predicate as P
 from spark_ext.store.bucket import Bucket
 from spark_ext.store.index import KINDS, make_index
+from spark_ext.store.keylocks import SortedKeyLocks
 from spark_ext.store.scan import Scan
 from spark_ext.store.schema import TableSchema, batch_buckets, batch_key_array, batch_keys
 
@@ -70,6 +71,9 @@ class Table:
         self.lock = threading.RLock()
         self.buckets = [Bucket(schema) for _ in range(schema.num_buckets)]
         self.locks: dict[Any, "ChangeSet"] = {}
+        #: Int keys locked by change sets' bulk writes (see spark_ext/store/keylocks.py);
+        #: a key is locked when it is in ``locks`` or here (use :meth:`lock_owner`).
+        self.bulk_locks: dict["ChangeSet", SortedKeyLocks] = {}
         self.truncating: "ChangeSet | None" = None
         self.index_defs: dict[str, tuple[str, list[str]]] = {}
         self.next_rowid = 1
@@ -86,6 +90,18 @@ class Table:
     def check_open(self) -> None:
         if self.dropped:
             raise NoSuchTableError(f"table {self.name!r} was dropped", table=self.name)
+
+    def lock_owner(self, key: Any) -> "ChangeSet | None":
+        """The change set holding the lock of a coerced key, or None (caller holds the
+        lock). O(1) for point locks; plus O(log) per bulk-locked segment while change
+        sets hold bulk locks on this table."""
+        owner = self.locks.get(key)
+        if owner is None and self.bulk_locks:
+            b = self.schema.bucket_of_key(key)
+            for cs, kl in self.bulk_locks.items():
+                if kl.contains(b, key):
+                    return cs
+        return owner
 
     # --- reads --------------------------------------------------------------------------
 
@@ -158,18 +174,25 @@ class Table:
         """Storage-layout row of an already coerced key (caller holds the lock)."""
         return self.buckets[self.schema.bucket_of_key(key)].get(key)
 
-    def committed_existing(self, batch: pa.RecordBatch, keys: list[Any]) -> Iterable[Any]:
+    def committed_existing(self, batch: pa.RecordBatch, keys: list[Any], arr: np.ndarray | None = None,
+                           bounds: np.ndarray | None = None) -> Iterable[Any]:
         """Keys of ``batch`` that are live in the committed table (caller holds the lock).
 
-        Vectorized on the int path. O(rows log n).
+        Vectorized on the int path; buckets holding no rows are skipped without a look.
+        ``arr``/``bounds``: the batch's int keys already ordered by bucket, bucket ``b``
+        being ``arr[bounds[b]:bounds[b + 1]]`` (see ``txn.sort_by_bucket_and_key``).
+        O(rows log n).
         """
         schema = self.schema
         if schema.int_key:
-            bks = batch_buckets(schema, batch)
-            arr = batch_key_array(schema, batch)
-            for b in np.unique(bks).tolist():
+            if arr is not None and bounds is not None:
+                slices = [(b, arr[bounds[b]:bounds[b + 1]]) for b in range(len(bounds) - 1) if bounds[b + 1] > bounds[b]]
+            else:
+                bks = batch_buckets(schema, batch)
+                arr = batch_key_array(schema, batch)
+                slices = [(b, arr[bks == b]) for b in np.unique(bks).tolist()]
+            for b, sub in slices:
                 bucket = self.buckets[b]
-                sub = arr[bks == b]
                 delta = bucket.delta
                 if delta:
                     for k in sub.tolist():
@@ -344,21 +367,33 @@ class Table:
             self.next_rowid = int(ids[-1]) + 1
         return ids
 
-    def apply(self, truncate: bool, point: Iterable[tuple[Any, Any]], bulks: Iterable[tuple[pa.RecordBatch, bool]]) -> None:
-        """Apply a committed change (caller holds the lock). Cannot fail on valid input."""
+    def apply(self, truncate: bool, point: Iterable[tuple[Any, Any]], bulks: Iterable[tuple[Any, ...]]) -> None:
+        """Apply a committed change (caller holds the lock). Cannot fail on valid input.
+
+        ``bulks``: ``(batch, upsert)`` or ``(batch, upsert, bounds)``, where ``bounds``
+        says the int-key rows are ordered by (bucket, key) with bucket ``b`` at rows
+        ``bounds[b]:bounds[b + 1]``: each slice is appended as a sorted run as it is
+        (no hashing, filtering or sorting here, under the lock).
+        """
         schema = self.schema
         if truncate:
             for b in self.buckets:
                 b.clear()
-        for batch, upsert in bulks:
+        for entry in bulks:
+            batch, upsert = entry[0], entry[1]
+            bounds = entry[2] if len(entry) > 2 else None
             if batch.num_rows == 0:
                 continue
             if schema.hidden_rowid:
                 mx = int(np.max(batch.column(schema.key_positions[0]).to_numpy()))
                 self.next_rowid = max(self.next_rowid, mx + 1)
-            bks = batch_buckets(schema, batch)
-            for bno in np.unique(bks).tolist():
-                sub = batch.filter(pa.array(bks == bno))
+            if bounds is not None:
+                pieces = [(bno, batch.slice(int(bounds[bno]), int(bounds[bno + 1] - bounds[bno])))
+                          for bno in range(len(bounds) - 1) if bounds[bno + 1] > bounds[bno]]
+            else:
+                bks = batch_buckets(schema, batch)
+                pieces = [(bno, batch.filter(pa.array(bks == bno))) for bno in np.unique(bks).tolist()]
+            for bno, sub in pieces:
                 bucket = self.buckets[bno]
                 if upsert and not truncate:
                     # A key of an upsert may be live already, or an insert brings back
@@ -368,7 +403,7 @@ class Table:
                     else:
                         for k in batch_keys(schema, sub):
                             bucket.remove(k)
-                bucket.add_run(sub)
+                bucket.add_run(sub, presorted=bounds is not None)
         buckets = self.buckets
         bucket_of = schema.bucket_of_key
         for k, row in point:
@@ -401,7 +436,10 @@ class Table:
                     if run.keys is not None and run.n:
                         ks = run.keys[:: max(1, run.n // 50)].tolist()
                         assert all(self.schema.bucket_of_key(k) == i for k in ks), "run key in wrong bucket"
-            if not self.locks:
+            for cs, kl in self.bulk_locks.items():
+                assert cs.state in ("open", "prepared"), "bulk locks of a finished change set"
+                assert len(kl) > 0, "empty bulk lock entry"
+            if not self.locks and not self.bulk_locks:
                 assert self.truncating is None or self.truncating.state in ("open", "prepared")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
@@ -30,9 +31,11 @@ from spark_ext.exceptions import (
     TransactionStateError,
 )
 from spark_ext.store import predicate as P
+from spark_ext.store.codec import IpcBatch, batch_to_ipc
+from spark_ext.store.keylocks import SortedKeyLocks
 from spark_ext.store.rowdecode import row_decoder
-from spark_ext.store.rows import normalize_rows
-from spark_ext.store.schema import ROWID, batch_keys, rows_to_batch
+from spark_ext.store.rows import BULK_MIN_ROWS, normalize_rows
+from spark_ext.store.schema import ROWID, batch_buckets, batch_key_array, batch_keys, rows_to_batch
 
 if TYPE_CHECKING:
     from spark_ext.store.store import Store
@@ -44,15 +47,39 @@ OPEN, PREPARED, COMMITTED, ABORTED = "open", "prepared", "committed", "aborted"
 _ids = itertools.count(1)
 
 
-@dataclass
 class Bulk:
-    """A vectorized insert or upsert of a storage-layout batch."""
+    """A vectorized insert or upsert of a storage-layout batch.
 
-    batch: pa.RecordBatch
-    upsert: bool
-    keys: list[Any]
-    live: np.ndarray | None = None  # False where a later change in the set superseded a row
-    _pos: dict[Any, int] | None = None
+    On the int-key path the rows are ordered by (bucket, key) when staged: ``key_arr``
+    holds their keys and ``bounds[b]:bounds[b + 1]`` is bucket ``b``'s slice. Commit
+    then appends each slice as a sorted run without hashing, filtering or sorting
+    again, and the keys are locked as sorted arrays (``array_locked``, see
+    :mod:`spark_ext.store.keylocks`) rather than one dict entry each.
+    """
+
+    __slots__ = ("batch", "upsert", "_keys", "key_arr", "bounds", "live", "array_locked", "_pos", "ipc")
+
+    def __init__(self, batch: pa.RecordBatch, upsert: bool, keys: list[Any] | None = None,
+                 key_arr: np.ndarray | None = None, bounds: np.ndarray | None = None,
+                 ipc: IpcBatch | None = None) -> None:
+        self.batch = batch
+        #: ``batch`` already encoded for the log (``batch`` is a view of it), or None.
+        self.ipc = ipc
+        self.upsert = upsert
+        self._keys = keys
+        self.key_arr = key_arr
+        self.bounds = bounds
+        self.live: np.ndarray | None = None  # False where a later change in the set superseded a row
+        self.array_locked = False
+        self._pos: dict[Any, int] | None = None
+
+    @property
+    def keys(self) -> list[Any]:
+        """The keys in key form, in row order (made from ``key_arr`` on first use). O(rows)."""
+        if self._keys is None:
+            assert self.key_arr is not None
+            self._keys = self.key_arr.tolist()
+        return self._keys
 
     def find(self, key: Any) -> int:
         """Live position of ``key`` in this batch, or -1 (index built on first use)."""
@@ -70,6 +97,79 @@ class Bulk:
 
     def live_batch(self) -> pa.RecordBatch:
         return self.batch if self.live is None else self.batch.filter(pa.array(self.live))
+
+    def apply_form(self) -> tuple[pa.RecordBatch, bool, np.ndarray | None]:
+        """``(live rows, upsert, bucket bounds or None)`` for :meth:`Table.apply`."""
+        if self.live is None:
+            return self.batch, self.upsert, self.bounds
+        return self.batch.filter(pa.array(self.live)), self.upsert, None
+
+
+class OrderedBatch:
+    """Rows for :meth:`ChangeSet.insert` / :meth:`ChangeSet.upsert`, conformed to a
+    table's layout and ordered by (bucket, key) ahead of time (see :func:`order_rows`),
+    so that staging them does not sort again. A change of the table's schema since then
+    makes the change set conform them again."""
+
+    __slots__ = ("schema", "batch", "keys", "bounds", "ipc")
+
+    def __init__(self, schema: Any, batch: pa.RecordBatch, keys: np.ndarray, bounds: np.ndarray,
+                 ipc: IpcBatch | None = None) -> None:
+        self.schema = schema
+        self.batch = batch
+        self.keys = keys
+        self.bounds = bounds
+        self.ipc = ipc  # the batch encoded for the write-ahead log (batch is a view of it)
+
+    @property
+    def num_rows(self) -> int:
+        return self.batch.num_rows
+
+
+def order_rows(schema: Any, data: pa.RecordBatch | pa.Table, buckets: np.ndarray | None = None,
+               encode: bool = False) -> Any:
+    """Arrow rows for a table with one integer key column, conformed and ordered by
+    (bucket, key) as an :class:`OrderedBatch`; other inputs are returned as they are.
+
+    A store server calls it when a batch arrives, before the transaction step that
+    stages it; ``buckets``: the rows' buckets when the caller has them already.
+    ``encode``: also encode the ordered rows for the write-ahead log now (the table is
+    logged), so that the commit writes them as they are instead of encoding every
+    statement's rows at its end; the batch then becomes a zero-copy view of that encoding.
+    O(rows log rows), vectorized. Raises the conform errors (types, NULLs).
+    """
+    if not schema.int_key or schema.hidden_rowid or data.num_rows < BULK_MIN_ROWS:
+        return data
+    batch = schema.conform_batch(data)
+    batch, keys, bounds = sort_by_bucket_and_key(schema, batch, buckets)
+    ipc = None
+    if encode:
+        ipc = IpcBatch(batch_to_ipc(batch))
+        batch = ipc.to_batch()
+    return OrderedBatch(schema, batch, keys, bounds, ipc)
+
+
+def sort_by_bucket_and_key(schema: Any, batch: pa.RecordBatch,
+                           buckets: np.ndarray | None = None) -> tuple[pa.RecordBatch, np.ndarray, np.ndarray]:
+    """Order an int-key batch by (bucket, key): ``(batch, keys, bounds)``.
+
+    Equal keys end up next to each other (a key has one bucket), so duplicates are found
+    by comparing neighbours. ``buckets``: the rows' buckets if known (else computed).
+    O(rows log rows), vectorized; no copy when already ordered.
+    """
+    keys = batch_key_array(schema, batch)
+    bks = batch_buckets(schema, batch) if buckets is None else buckets
+    order = np.argsort(keys)  # (introsort: several times faster than a stable sort here)
+    # A stable sort on the small bucket numbers keeps the key order within each bucket
+    # (numpy sorts 16-bit ints stably by radix: linear).
+    small = np.int16 if schema.num_buckets <= np.iinfo(np.int16).max else np.int64
+    order = order[np.argsort(bks[order].astype(small), kind="stable")]
+    if bool(np.any(order != np.arange(len(order)))):
+        batch = batch.take(pa.array(order))
+        keys = keys[order]
+        bks = bks[order]
+    bounds = np.searchsorted(bks, np.arange(schema.num_buckets + 1), side="left")
+    return batch, np.ascontiguousarray(keys, dtype=np.int64), bounds
 
 
 @dataclass
@@ -90,6 +190,7 @@ class Pending:
         return rows * est + sum(b.batch.nbytes for b in self.bulks)
 
     def locked_keys(self) -> Iterable[Any]:
+        """Every key this overlay holds a lock for (point and bulk). O(keys)."""
         yield from self.point.keys()
         for b in self.bulks:
             yield from b.keys
@@ -150,6 +251,8 @@ class ChangeSet:
 
     def _check_key_free(self, table: "Table", key: Any) -> None:
         owner = table.locks.get(key)
+        if owner is None and table.bulk_locks:
+            owner = table.lock_owner(key)
         if owner is not None and owner is not self:
             raise key_locked_error(table, key, owner)
 
@@ -157,7 +260,7 @@ class ChangeSet:
         """The row of ``key`` as this change set sees it (its own changes applied)."""
         if key in p.point:
             return p.point[key]
-        if p.bulks and (not self._register or table.locks.get(key) is self):
+        if p.bulks and (not self._register or table.lock_owner(key) is self):
             for b in reversed(p.bulks):
                 pos = b.find(key)
                 if pos >= 0:
@@ -168,12 +271,10 @@ class ChangeSet:
 
     def _lock(self, table: "Table", keys: Iterable[Any]) -> None:
         if self._register:
-            locks = table.locks
-            for k in keys:
-                locks[k] = self
+            table.locks.update(dict.fromkeys(keys, self))  # C-level: bulks lock ~1M keys
 
     def _kill_in_bulks(self, p: Pending, key: Any) -> None:
-        if not p.bulks or (self._register and p.table.locks.get(key) is not self):
+        if not p.bulks or (self._register and p.table.lock_owner(key) is not self):
             return  # not staged by this set: no bulk of it holds the key
         for b in p.bulks:
             pos = b.find(key)
@@ -209,6 +310,10 @@ class ChangeSet:
                     "upsert; use insert, or declare a primary key",
                     table=t.name,
                 )
+            if isinstance(rows, OrderedBatch):
+                if rows.schema is t.schema:
+                    return self._write_bulk(t, rows.batch, upsert, (rows.keys, rows.bounds), rows.ipc)
+                rows = rows.batch  # the table changed since: conform again
             data = normalize_rows(t.schema, rows)
             if isinstance(data, pa.RecordBatch):
                 return self._write_bulk(t, data, upsert)
@@ -242,49 +347,66 @@ class ChangeSet:
 
     # --- staging: bulk path -------------------------------------------------------------
 
-    def _write_bulk(self, t: "Table", batch: pa.RecordBatch, upsert: bool) -> int:
+    def _write_bulk(self, t: "Table", batch: pa.RecordBatch, upsert: bool,
+                    ordered: tuple[np.ndarray, np.ndarray] | None = None, ipc: IpcBatch | None = None) -> int:
+        """Stage a conformed batch; ``ordered``: its keys and bucket bounds when the rows
+        are ordered by (bucket, key) already, ``ipc`` their log encoding (an
+        :class:`OrderedBatch`)."""
         schema = t.schema
         n = batch.num_rows
         if schema.hidden_rowid:
             batch = batch.append_column(pa.field(ROWID, pa.int64(), nullable=False), pa.array(t.reserve_rowids(n)))
-        keys = batch_keys(schema, batch)
-        if len(set(keys)) != n:
-            seen: set[Any] = set()
-            dup = next(k for k in keys if k in seen or seen.add(k))  # type: ignore[func-returns-value]
-            raise DuplicateKeyError(
-                f"table {t.name!r}: key {_show_key(schema, dup)} appears twice in the rows given",
-                table=t.name, column=",".join(schema.key_columns), value=repr(dup),
-            )
         p = self._pending(t)
-        # Conflicts with other change sets.
-        if t.locks and not t.locks.keys().isdisjoint(keys):
-            for k in keys:
+        if schema.int_key:
+            if ordered is not None:
+                arr, bounds = ordered
+            else:
+                batch, arr, bounds = sort_by_bucket_and_key(schema, batch)
+            same = np.flatnonzero(arr[1:] == arr[:-1])
+            if len(same):
+                raise _twice_error(t, int(arr[same[0]]))
+            bulk = Bulk(batch, upsert, key_arr=arr, bounds=bounds, ipc=ipc if ordered is not None else None)
+            overlap = self._bulk_overlap(t, arr, bounds)
+        else:
+            arr = bounds = None
+            bulk = Bulk(batch, upsert, keys=batch_keys(schema, batch))
+            keys = bulk.keys
+            if len(set(keys)) != n:
+                seen: set[Any] = set()
+                raise _twice_error(t, next(k for k in keys if k in seen or seen.add(k)))  # type: ignore[func-returns-value]
+            overlap = bool(t.locks) and not t.locks.keys().isdisjoint(keys)
+        # Keys locked already: another change set's (a conflict) or this one's (it staged
+        # them before: they are in its point overlay or live in one of its bulks). With
+        # none, which is the usual case of a statement's parts, the checks against this
+        # set's own changes below are skipped: they could only find keys it locked.
+        if overlap:
+            for k in bulk.keys:
                 self._check_key_free(t, k)
+        own = overlap or not self._register  # an autocommit set's changes are not in the locks
         if not upsert:
-            dup = self._first_existing(t, p, batch, keys)
+            dup = self._first_existing(t, p, batch, bulk.keys if own or arr is None else [], own, arr, bounds)
             if dup is not None:
-                raise DuplicateKeyError(
-                    f"table {t.name!r}: a row with key {_show_key(schema, dup)} already exists",
-                    table=t.name, column=",".join(schema.key_columns), value=repr(dup),
-                )
+                raise exists_error(t, dup)
         # Earlier changes of this set to the same keys are superseded. A key this set
         # staged is locked by it: if it is not in the point overlay it is live in a bulk.
-        # (Looking keys up in the locks keeps a statement of many parts linear.)
+        # An insert's keys were just checked not live in this set's view: none to kill.
         again: list[Any] = []
-        if p.bulks:
+        if p.bulks and own and upsert:
             if self._register:
-                locks = t.locks
-                again = [k for k in keys if locks.get(k) is self and k not in p.point]
+                again = [k for k in bulk.keys if t.lock_owner(k) is self and k not in p.point]
             else:
-                again = keys
+                again = bulk.keys
         replaces = False  # an insert of a key this set deleted: the committed row must go
-        if p.point:
+        if p.point and own:
             point = p.point
+            keys = bulk.keys
             hit = [k for k in point if k in set(keys)] if len(point) < n else [k for k in keys if k in point]
             for k in hit:
                 if point[k] is None:
                     replaces = True
                 del point[k]
+                if arr is not None and self._register:
+                    t.locks.pop(k, None)  # locked again below, with the bulk's keys (in arrays)
         for k in again:
             for b in p.bulks:
                 pos = b.find(k)
@@ -292,30 +414,64 @@ class ChangeSet:
                     b.kill(pos)
         # ``upsert`` on a bulk also tells apply() to drop older versions of its keys;
         # a plain insert of keys checked absent skips that search.
-        p.bulks.append(Bulk(batch=batch, upsert=upsert or replaces, keys=keys))
-        self._lock(t, keys)
+        bulk.upsert = upsert or replaces
+        p.bulks.append(bulk)
+        if self._register:
+            if arr is not None:
+                # (A key this set locked before may be locked again here: harmless, the
+                # whole entry goes at release.)
+                kl = t.bulk_locks.get(self)
+                if kl is None:
+                    kl = t.bulk_locks[self] = SortedKeyLocks(schema.num_buckets)
+                kl.add(arr, bounds)
+                bulk.array_locked = True
+            else:
+                self._lock(t, bulk.keys)
         return n
 
-    def _first_existing(self, t: "Table", p: Pending, batch: pa.RecordBatch, keys: list[Any]) -> Any:
-        """First key of ``keys`` already live in this change set's view, or None."""
-        if p.bulks and not self._register:  # (autocommit stages one call: not reached)
+    def _bulk_overlap(self, t: "Table", arr: np.ndarray, bounds: np.ndarray) -> bool:
+        """Whether any of these int keys (ordered by bucket) is locked already, by any
+        change set. Vectorized against bulk locks; point locks are few, or probed in C."""
+        locks = t.locks
+        if locks:
+            if len(locks) * 64 < len(arr):
+                bucket_of = t.schema.bucket_of_key
+                for k in locks:
+                    b = bucket_of(k)
+                    seg = arr[bounds[b]:bounds[b + 1]]
+                    i = int(np.searchsorted(seg, k))
+                    if i < len(seg) and int(seg[i]) == k:
+                        return True
+            elif not locks.keys().isdisjoint(arr.tolist()):
+                return True
+        return any(bool(kl.hits(arr, bounds).any()) for kl in t.bulk_locks.values())
+
+    def _first_existing(self, t: "Table", p: Pending, batch: pa.RecordBatch, keys: list[Any], own: bool = True,
+                        arr: np.ndarray | None = None, bounds: np.ndarray | None = None) -> Any:
+        """First key of ``keys`` already live in this change set's view, or None.
+
+        ``own`` False: no key of ``keys`` is locked by this set, so none is in its own
+        changes (only the committed table is searched). ``arr``/``bounds``: the int keys
+        ordered by bucket (see :func:`sort_by_bucket_and_key`).
+        """
+        if own and p.bulks and not self._register:  # (autocommit stages one call: not reached)
             key_set = set(keys)
             for b in p.bulks:
                 for i, k in enumerate(b.keys):
                     if k in key_set and (b.live is None or b.live[i]):
                         return k
-        if p.point or p.bulks:
-            point, locks = p.point, t.locks
+        if own and (p.point or p.bulks):
+            point = p.point
             for k in keys:
                 if k in point:
                     if point[k] is not None:
                         return k
-                elif self._register and locks.get(k) is self:
+                elif self._register and t.lock_owner(k) is self:
                     return k  # live in a bulk this set staged earlier
         if p.truncate:
             return None
         deleted_here = {k for k, r in p.point.items() if r is None}
-        for k in t.committed_existing(batch, keys):
+        for k in t.committed_existing(batch, keys, arr, bounds):
             if k not in deleted_here:
                 return k
         return None
@@ -481,6 +637,7 @@ class ChangeSet:
             t.check_open()
             self._check_table_free(t)
             others = {o.id for o in t.locks.values() if o is not self}
+            others.update(o.id for o in t.bulk_locks if o is not self)
             if others:
                 raise ConflictError(
                     f"table {t.name!r} cannot be truncated: transaction(s) {', '.join(sorted(others))} "
@@ -490,9 +647,7 @@ class ChangeSet:
             if self._register:
                 # The staged rows are dropped: release their key locks (holding the
                 # table as truncating keeps every other writer out from here on).
-                for k in p.locked_keys():
-                    if t.locks.get(k) is self:
-                        del t.locks[k]
+                self._unlock(t, p)
             p.point.clear()
             p.bulks.clear()
             p.truncate = True
@@ -564,12 +719,23 @@ class ChangeSet:
         for p in self.pending.values():
             t = p.table
             with t.lock:
-                locks = t.locks
-                for k in p.locked_keys():
-                    if locks.get(k) is self:
-                        del locks[k]
+                self._unlock(t, p)
                 if t.truncating is self:
                     t.truncating = None
+
+    def _unlock(self, t: "Table", p: Pending) -> None:
+        """Release every key lock this set holds in ``t`` (caller holds its lock)."""
+        locks = t.locks
+        for k in p.point:
+            if locks.get(k) is self:
+                del locks[k]
+        t.bulk_locks.pop(self, None)
+        # Every key of a bulk this set holds is locked by this set (staging refuses
+        # keys locked by others; truncate drops the bulks with their locks), so dict
+        # locks are popped without a look at the owner, in C.
+        for b in p.bulks:
+            if not b.array_locked:
+                deque(map(locks.pop, b.keys, itertools.repeat(None)), maxlen=0)
 
     # --- log form -------------------------------------------------------------------------
 
@@ -580,7 +746,8 @@ class ChangeSet:
             if p.is_empty():
                 continue
             out.append(
-                (name, p.truncate, list(p.point.items()), [(b.live_batch(), b.upsert) for b in p.bulks])
+                (name, p.truncate, list(p.point.items()),
+                 [(b.ipc if b.ipc is not None and b.live is None else b.live_batch(), b.upsert) for b in p.bulks])
             )
         return out
 
@@ -601,6 +768,14 @@ def key_locked_error(table: "Table", key: Any, owner: "ChangeSet") -> ConflictEr
     return ConflictError(
         f"table {table.name!r}: key {key!r} is locked by transaction {owner.id}",
         table=table.name, value=repr(key), txn=owner.id,
+    )
+
+
+def _twice_error(t: "Table", k: Any) -> DuplicateKeyError:
+    schema = t.schema
+    return DuplicateKeyError(
+        f"table {t.name!r}: key {_show_key(schema, k)} appears twice in the rows given",
+        table=t.name, column=",".join(schema.key_columns), value=repr(k),
     )
 
 

@@ -34,8 +34,9 @@ def contents(table: Table) -> list[tuple[Any, ...]]:
 
 
 def snapshot_state(table: Table) -> tuple[Any, ...]:
-    """Everything a failed statement must not change: rows, count, key locks."""
-    return (contents(table), table.count(), dict(table.locks), table.truncating)
+    """Everything a failed statement must not change: rows, count, key locks (point and bulk)."""
+    bulk = {cs.id: sorted(kl.keys()) for cs, kl in table.bulk_locks.items()}
+    return (contents(table), table.count(), dict(table.locks), bulk, table.truncating)
 
 
 def assert_refused(

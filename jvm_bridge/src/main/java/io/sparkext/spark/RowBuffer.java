@@ -22,14 +22,39 @@ final class RowBuffer implements AutoCloseable {
   private final String[] names;
   private final String[] types;
   private final int[] positions; // where each table column sits in the incoming rows
+  private final int[] codes;     // per column: one of the T_* codes (a switch on ints, not strings, per value)
   private VectorSchemaRoot root;
+  private FieldVector[] vectors;
   private int rows;
+
+  private static final int T_INT8 = 0, T_INT16 = 1, T_INT32 = 2, T_INT64 = 3, T_FLOAT32 = 4, T_FLOAT64 = 5,
+      T_STRING = 6, T_BINARY = 7, T_BOOL = 8, T_DATE = 9, T_TS_TZ = 10, T_TS_NTZ = 11, T_DECIMAL = 12;
 
   RowBuffer(BufferAllocator allocator, String[] names, String[] types, int[] positions) {
     this.allocator = allocator;
     this.names = names;
     this.types = types;
     this.positions = positions;
+    this.codes = new int[types.length];
+    for (int i = 0; i < types.length; i++) codes[i] = code(types[i]);
+  }
+
+  private static int code(String t) {
+    switch (t) {
+      case "int8": return T_INT8;
+      case "int16": return T_INT16;
+      case "int32": return T_INT32;
+      case "int64": return T_INT64;
+      case "float32": return T_FLOAT32;
+      case "float64": return T_FLOAT64;
+      case "string": return T_STRING;
+      case "binary": return T_BINARY;
+      case "bool": return T_BOOL;
+      case "date": return T_DATE;
+      case "timestamp_tz": return T_TS_TZ;
+      case "timestamp_ntz": return T_TS_NTZ;
+      default: return T_DECIMAL;
+    }
   }
 
   static ArrowType arrowType(String t) {
@@ -57,6 +82,7 @@ final class RowBuffer implements AutoCloseable {
     for (int i = 0; i < names.length; i++) fields.add(new Field(names[i], FieldType.nullable(arrowType(types[i])), null));
     root = VectorSchemaRoot.create(new Schema(fields), allocator);
     root.allocateNew();
+    vectors = root.getFieldVectors().toArray(new FieldVector[0]);
     rows = 0;
   }
 
@@ -71,34 +97,46 @@ final class RowBuffer implements AutoCloseable {
 
   void add(InternalRow row) {
     if (root == null) open();
-    for (int c = 0; c < names.length; c++) {
-      FieldVector v = root.getVector(c);
+    final int r = rows;
+    for (int c = 0; c < codes.length; c++) {
+      FieldVector v = vectors[c];
       int p = positions[c];
       if (p < 0 || row.isNullAt(p)) {
-        v.setNull(rows);
+        v.setNull(r);
         continue;
       }
-      switch (types[c]) {
-        case "int8": ((TinyIntVector) v).setSafe(rows, row.getByte(p)); break;
-        case "int16": ((SmallIntVector) v).setSafe(rows, row.getShort(p)); break;
-        case "int32": ((IntVector) v).setSafe(rows, row.getInt(p)); break;
-        case "int64": ((BigIntVector) v).setSafe(rows, row.getLong(p)); break;
-        case "float32": ((Float4Vector) v).setSafe(rows, row.getFloat(p)); break;
-        case "float64": ((Float8Vector) v).setSafe(rows, row.getDouble(p)); break;
-        case "string": ((VarCharVector) v).setSafe(rows, row.getUTF8String(p).getBytes()); break;
-        case "binary": ((VarBinaryVector) v).setSafe(rows, row.getBinary(p)); break;
-        case "bool": ((BitVector) v).setSafe(rows, row.getBoolean(p) ? 1 : 0); break;
-        case "date": ((DateDayVector) v).setSafe(rows, row.getInt(p)); break;
-        case "timestamp_tz": ((TimeStampMicroTZVector) v).setSafe(rows, row.getLong(p)); break;
-        case "timestamp_ntz": ((TimeStampMicroVector) v).setSafe(rows, row.getLong(p)); break;
+      switch (codes[c]) {
+        case T_INT8: ((TinyIntVector) v).setSafe(r, row.getByte(p)); break;
+        case T_INT16: ((SmallIntVector) v).setSafe(r, row.getShort(p)); break;
+        case T_INT32: ((IntVector) v).setSafe(r, row.getInt(p)); break;
+        case T_INT64: ((BigIntVector) v).setSafe(r, row.getLong(p)); break;
+        case T_FLOAT32: ((Float4Vector) v).setSafe(r, row.getFloat(p)); break;
+        case T_FLOAT64: ((Float8Vector) v).setSafe(r, row.getDouble(p)); break;
+        case T_STRING: {
+          // The UTF-8 bytes straight from Spark's string (no byte[] copy when it is on-heap).
+          org.apache.spark.unsafe.types.UTF8String u = row.getUTF8String(p);
+          Object base = u.getBaseObject();
+          if (base instanceof byte[] && u.getBaseOffset() >= org.apache.spark.unsafe.Platform.BYTE_ARRAY_OFFSET) {
+            int off = (int) (u.getBaseOffset() - org.apache.spark.unsafe.Platform.BYTE_ARRAY_OFFSET);
+            ((VarCharVector) v).setSafe(r, (byte[]) base, off, u.numBytes());
+          } else {
+            ((VarCharVector) v).setSafe(r, u.getBytes());
+          }
+          break;
+        }
+        case T_BINARY: ((VarBinaryVector) v).setSafe(r, row.getBinary(p)); break;
+        case T_BOOL: ((BitVector) v).setSafe(r, row.getBoolean(p) ? 1 : 0); break;
+        case T_DATE: ((DateDayVector) v).setSafe(r, row.getInt(p)); break;
+        case T_TS_TZ: ((TimeStampMicroTZVector) v).setSafe(r, row.getLong(p)); break;
+        case T_TS_NTZ: ((TimeStampMicroVector) v).setSafe(r, row.getLong(p)); break;
         default: {
           DecimalVector dv = (DecimalVector) v;
           Decimal d = row.getDecimal(p, dv.getPrecision(), dv.getScale());
-          ((DecimalVector) v).setSafe(rows, d.toJavaBigDecimal().setScale(dv.getScale()));
+          dv.setSafe(r, d.toJavaBigDecimal().setScale(dv.getScale()));
         }
       }
     }
-    rows++;
+    rows = r + 1;
   }
 
   /** The buffered rows as an Arrow IPC stream; the buffer is empty afterwards. */
@@ -108,6 +146,7 @@ final class RowBuffer implements AutoCloseable {
     byte[] b = ArrowIO.writeStream(root);
     root.close();
     root = null;
+    vectors = null;
     rows = 0;
     return b;
   }
@@ -117,6 +156,7 @@ final class RowBuffer implements AutoCloseable {
     if (root != null) {
       root.close();
       root = null;
+      vectors = null;
     }
   }
 }

@@ -20,14 +20,24 @@ import java.io.IOException;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.Future;
 
 /**
  * One task attempt's writer: rows, deletes and replacements are buffered per store server
  * and staged (TXN_STAGE) under the job's transaction as this attempt's part; task commit
  * prepares the part on every server it touched, task abort drops it.
+ *
+ * <p>A full buffer is staged by a sender thread while the task goes on filling the next
+ * one (at most one request in flight, so at most one drained buffer waits in memory): the
+ * server decodes and orders a batch while Spark produces the next. Its outcome is
+ * collected before the next request and before the task commits, so an error still
+ * fails the task.
  */
 final class StoreWriter implements DeltaWriter<InternalRow> {
-  private static final int BATCH_ROWS = Integer.getInteger("sparkext.write.batchRows", 65536);
+  private static final int BATCH_ROWS = Integer.getInteger("sparkext.write.batchRows", 131072);
   private static final long BATCH_BYTES = Long.getLong("sparkext.write.batchBytes", 16L << 20);
 
   private final StoreWriterFactory f;
@@ -45,6 +55,8 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
   private final int partitionId;
   private final Map<String, Work> work = new TreeMap<>();
   private long staged;
+  private ExecutorService sender;   // created on the first background stage
+  private Future<Long> inFlight;    // the background TXN_STAGE, if any
 
   private final class Work {
     final String sid;
@@ -56,24 +68,26 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
     Work(String sid) { this.sid = sid; }
 
     boolean full() {
-      return inserts.rows() + replRows.rows() + delKeys.size() >= BATCH_ROWS
-          || inserts.bytes() + replRows.bytes() >= BATCH_BYTES;
+      int n = inserts.rows() + replRows.rows() + delKeys.size();
+      // The byte size is summed over the vectors: look at it every 1,024 rows only.
+      return n >= BATCH_ROWS || ((n & 1023) == 0 && inserts.bytes() + replRows.bytes() >= BATCH_BYTES);
     }
 
-    void flush() {
+    /** Stage everything buffered; {@code background}: the requests may still be in flight on return. */
+    void flush(boolean background) {
       if (delKeys.size() > 0) {
         ObjectNode m = stageMeta("delete");
         m.set("keys", delKeys);
-        stage(sid, m, null);
+        stage(sid, m, null, background);
         delKeys = Json.arr();
       }
       if (replRows.rows() > 0) {
         ObjectNode m = stageMeta("replace");
         m.set("keys", replKeys);
-        stage(sid, m, replRows.drain());
+        stage(sid, m, replRows.drain(), background);
         replKeys = Json.arr();
       }
-      if (inserts.rows() > 0) stage(sid, stageMeta(f.op), inserts.drain());
+      if (inserts.rows() > 0) stage(sid, stageMeta(f.op), inserts.drain(), background);
     }
   }
 
@@ -127,13 +141,47 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
     return f.endpoint.pool(s);
   }
 
-  private void stage(String sid, ObjectNode m, byte[] body) {
+  private long stageNow(String sid, ObjectNode m, byte[] body) {
+    Frame r = pool(sid).request(Kinds.TXN_STAGE, m, body, body == null ? 0 : Kinds.FLAG_HAS_ARROW, false);
+    return r.meta.path("staged").asLong(0);
+  }
+
+  private void stage(String sid, ObjectNode m, byte[] body, boolean background) {
+    awaitInFlight();  // requests stay in order, and one drained buffer at most waits
+    if (f.fence != null) f.fence.checkHere(); // a driver JVM told of its lost lease stops here
+    if (!background) {
+      try {
+        staged += stageNow(sid, m, body);
+      } catch (WireException e) {
+        throw Errors.spark(e);
+      }
+      return;
+    }
+    if (sender == null) {
+      sender = Executors.newSingleThreadExecutor(r -> {
+        Thread t = new Thread(r, "spark-ext-stage-" + part);
+        t.setDaemon(true);
+        return t;
+      });
+    }
+    inFlight = sender.submit(() -> stageNow(sid, m, body));
+  }
+
+  /** Wait for the background TXN_STAGE and fail like a direct one if it failed. */
+  private void awaitInFlight() {
+    Future<Long> p = inFlight;
+    if (p == null) return;
+    inFlight = null;
     try {
-      if (f.fence != null) f.fence.checkHere(); // a driver JVM told of its lost lease stops here
-      Frame r = pool(sid).request(Kinds.TXN_STAGE, m, body, body == null ? 0 : Kinds.FLAG_HAS_ARROW, false);
-      staged += r.meta.path("staged").asLong(0);
-    } catch (WireException e) {
-      throw Errors.spark(e);
+      staged += p.get();
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+      throw new IllegalStateException("spark-ext: interrupted while staging rows of part " + part, e);
+    } catch (ExecutionException e) {
+      Throwable c = e.getCause();
+      if (c instanceof WireException) throw Errors.spark((WireException) c);
+      if (c instanceof RuntimeException) throw (RuntimeException) c;
+      throw new IllegalStateException("spark-ext: staging rows of part " + part + " failed", c);
     }
   }
 
@@ -157,7 +205,7 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
   }
 
   private void maybeFlush(Work w) {
-    if (w.full()) w.flush();
+    if (w.full()) w.flush(true);
   }
 
   @Override
@@ -199,7 +247,8 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
 
   @Override
   public WriterCommitMessage commit() throws IOException {
-    for (Work w : work.values()) w.flush();
+    for (Work w : work.values()) w.flush(false);
+    awaitInFlight();
     long n = 0;
     for (String sid : work.keySet()) {
       ObjectNode m = Json.obj();
@@ -218,6 +267,11 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
 
   @Override
   public void abort() throws IOException {
+    try {
+      awaitInFlight();  // a part is dropped only after its last stage has arrived
+    } catch (RuntimeException e) {
+      // the attempt is aborted anyway
+    }
     for (String sid : work.keySet()) {
       ObjectNode m = Json.obj();
       m.put("txn", f.txn);
@@ -232,6 +286,7 @@ final class StoreWriter implements DeltaWriter<InternalRow> {
 
   @Override
   public void close() throws IOException {
+    if (sender != null) sender.shutdownNow();
     for (Work w : work.values()) {
       w.inserts.close();
       w.replRows.close();
