@@ -128,11 +128,34 @@ def take_over(spark: Any, lead: Any, store: A.StoreAddress) -> None:
             fence.lose(group, token, reason)
 
     lead.on_lost(lost)
+    _release_on_stop(spark, lead, client, fence)
     unreached = client.announce()  # every server refuses the previous leader from now on
     if unreached:
         logger.warning("HA group %s: servers %s did not get the new token yet; they learn it from the "
                        "locator within a heartbeat", group, ", ".join(unreached))
     spark._spark_ext_leadership = lead
+
+
+def _release_on_stop(spark: Any, lead: Any, client: Any, fence: Any) -> None:
+    """Make ``spark.stop()`` give the leadership up: the lease is released (a standby
+    takes over at once instead of after the TTL), and neither the JVM, which outlives
+    the session in a PySpark process, nor the Python client carries the token any more."""
+    stop = spark.stop
+
+    def stop_and_release() -> None:
+        try:
+            if fence is not None:
+                fence.clear()
+        except Exception as e:  # the JVM may be gone already
+            logger.debug("HA group %s: could not clear the JVM's fence: %s", lead.group, e)
+        if client.leadership is lead:
+            client.leadership = None
+            client.fence = None
+        lead.release()
+        logger.info("HA group %s: session stopped; lease released", lead.group)
+        stop()
+
+    spark.stop = stop_and_release
 
 
 def lead_before_create(builder: Any, group: str, ttl: float, store: A.StoreAddress, catalog: str) -> None:
