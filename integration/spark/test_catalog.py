@@ -30,9 +30,17 @@ def test_primary_key_forms(spark, tname) -> None:
 
 def test_set_tblproperties(spark, tname) -> None:
     spark.sql(f"CREATE TABLE {tname} (id INT PRIMARY KEY, v STRING) TBLPROPERTIES ('persistence'='memory')")
-    spark.sql(f"ALTER TABLE {tname} SET TBLPROPERTIES ('flush'='none', 'note'='hello')")
+    spark.sql(f"ALTER TABLE {tname} SET TBLPROPERTIES ('note'='hello')")
     props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {tname}").collect()}
-    assert props["persistence"] == "memory" and props["flush"] == "none" and props["note"] == "hello"
+    assert props["persistence"] == "memory" and props["note"] == "hello"
+    # Storage options are applied by the servers at CREATE: ALTER refuses them, changing nothing.
+    with pytest.raises(Exception, match=r"option 'flush' is fixed when the table is created"):
+        spark.sql(f"ALTER TABLE {tname} SET TBLPROPERTIES ('flush'='group', 'note'='changed')")
+    props = {r.key: r.value for r in spark.sql(f"SHOW TBLPROPERTIES {tname}").collect()}
+    assert "flush" not in props and props["note"] == "hello"
+    with pytest.raises(Exception, match=r"option flush must be commit, group or off, got 'none'"):
+        spark.sql(f"CREATE TABLE {tname}_b (id INT PRIMARY KEY) TBLPROPERTIES ('flush'='none')")
+    assert spark.sql(f"SHOW TABLES IN store.default LIKE '{tname.split('.')[-1]}_b'").count() == 0
 
 
 def test_namespaces(spark) -> None:
