@@ -473,6 +473,7 @@ class Sample:
     wall_s: float
     server_cpu_s: float
     client_cpu_s: float
+    server_sys_s: float | None = None  # of server_cpu_s, system time (Java rows)
 
 
 def run_round(workers: Workers, cfg: Config, srv: Server, system: str, op: str, threads: int, rnd: int = 0) -> Sample:
@@ -523,6 +524,7 @@ class Result:
     server_cpu_us_per_op: float
     client_cpu_us_per_op: float
     client: str = PY_CLIENT
+    server_sys_us_per_op: float | None = None
 
     @property
     def label(self) -> str:
@@ -544,12 +546,14 @@ class Result:
                 "threads": self.threads, "latency_us": self.stats.to_dict(), "ops": self.ops,
                 "ops_per_s": self.ops_per_s, "server_cpu_us_per_op": self.server_cpu_us_per_op,
                 "server_ceiling_ops_per_s": self.server_ceiling,
-                "client_cpu_us_per_op": self.client_cpu_us_per_op, "client": self.client}
+                "client_cpu_us_per_op": self.client_cpu_us_per_op, "client": self.client,
+                "server_sys_us_per_op": self.server_sys_us_per_op}
 
 
 def pooled(system: str, srv: Server, op: str, threads: int, samples: list[Sample], client: str = PY_CLIENT) -> Result:
     ops = sum(s.ops for s in samples)
     wall = sum(s.wall_s for s in samples)
+    sys_s = [s.server_sys_s for s in samples]
     return Result(
         system=system, server=srv.name, op=op, threads=threads,
         stats=LatencyStats.from_ns(x for s in samples for x in s.lat_ns),
@@ -557,6 +561,7 @@ def pooled(system: str, srv: Server, op: str, threads: int, samples: list[Sample
         server_cpu_us_per_op=sum(s.server_cpu_s for s in samples) / ops * 1e6,
         client_cpu_us_per_op=sum(s.client_cpu_s for s in samples) / ops * 1e6,
         client=client,
+        server_sys_us_per_op=None if None in sys_s else sum(x for x in sys_s if x is not None) / ops * 1e6,
     )
 
 
@@ -576,7 +581,9 @@ def log_results(results: Sequence[Result]) -> None:
     for r in results:
         log(f"  {r.server:22s} {r.label:18s} {r.threads} thr{' [Java]' if r.client == JAVA_CLIENT else ''}: "
             f"p50 {r.stats.p50_us:7.1f} us  p99 {r.stats.p99_us:8.1f} us"
-            f"  {r.ops_per_s:8.0f} ops/s  server CPU {r.server_cpu_us_per_op:5.1f} us/op")
+            f"  {r.ops_per_s:8.0f} ops/s  server CPU {r.server_cpu_us_per_op:5.1f} us/op"
+            + (f" (system {r.server_sys_us_per_op:.1f})" if r.server_sys_us_per_op is not None else "")
+            + f"  client CPU {r.client_cpu_us_per_op:5.1f} us/op")
 
 
 @dataclass
@@ -600,7 +607,8 @@ def run_java_round(java: JavaRun, cfg: Config, srv: Server, system: str, op: str
     s = lr.summary
     if s["late_ms"] > 0.05 * cfg.round_s * 1e3:
         log(f"  warning: a Java {system} client thread started {s['late_ms']:.0f} ms late (machine overloaded?)")
-    return Sample(list(lr.lat_ns), lr.ops, float(s["wall_s"]), float(s["server_cpu_s"]), float(s["client_cpu_s"]))
+    return Sample(list(lr.lat_ns), lr.ops, float(s["wall_s"]), float(s["server_cpu_s"]), float(s["client_cpu_s"]),
+                  float(s["server_sys_s"]))
 
 
 def run_java_group(java: JavaRun, cfg: Config, threads: int, group: Sequence[tuple[str, Server, str]]) -> list[Result]:

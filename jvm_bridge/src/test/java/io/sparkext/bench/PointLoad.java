@@ -45,7 +45,8 @@ import java.util.concurrent.locks.LockSupport;
  * ends the run with exit status 1 and the problem on stderr.
  *
  * <p>Output: one JSON line on stdout ({@code ops}, {@code ops_per_s}, latency percentiles
- * in microseconds, server and client CPU seconds over the window, checks done); with
+ * in microseconds, server CPU seconds over the window (user and system), client CPU
+ * seconds (this JVM's), checks done); with
  * {@code --lat-out} the raw per-op latencies (nanoseconds, int64 little-endian).
  *
  * <p>Usage: {@code PointLoad --system spark|redis --host H --port P --op get|put
@@ -94,7 +95,7 @@ public final class PointLoad {
       if (!s.system.equals("spark") && !s.system.equals("redis")) throw new UsageError("--system must be spark or redis, got '" + s.system + "'");
       s.op = need(a, "op");
       if (!s.op.equals("get") && !s.op.equals("put")) throw new UsageError("--op must be get or put, got '" + s.op + "'");
-      s.port = (int) num(a, "port", 0, 1, 65535);
+      s.port = (int) parseNum("port", need(a, "port"), 1, 65535);
       s.values = Paths.get(need(a, "values"));
       if (a.containsKey("secret-file")) s.secretFile = Paths.get(a.remove("secret-file"));
       if (a.containsKey("host")) s.host = a.remove("host");
@@ -133,10 +134,10 @@ public final class PointLoad {
 
     private static long num(Map<String, String> a, String k, long dflt, long lo, long hi) {
       String v = a.remove(k);
-      if (v == null) {
-        if (k.equals("port")) throw new UsageError("--port is required");
-        return dflt;
-      }
+      return v == null ? dflt : parseNum(k, v, lo, hi);
+    }
+
+    private static long parseNum(String k, String v, long lo, long hi) {
       long x;
       try {
         x = Long.parseLong(v);
@@ -286,11 +287,11 @@ public final class PointLoad {
     }
   }
 
-  /** User + system CPU seconds of a process, from /proc/PID/stat (fields 14 and 15). */
-  static double procCpuSeconds(long pid, int clkTck) throws IOException {
+  /** {user, system} CPU seconds of a process, from /proc/PID/stat (fields 14 and 15). */
+  static double[] procCpuSeconds(long pid, int clkTck) throws IOException {
     String stat = Files.readString(Paths.get("/proc", Long.toString(pid), "stat"));
     String[] f = stat.substring(stat.lastIndexOf(')') + 2).split(" ");
-    return (Long.parseLong(f[11]) + Long.parseLong(f[12])) / (double) clkTck;
+    return new double[] {Long.parseLong(f[11]) / (double) clkTck, Long.parseLong(f[12]) / (double) clkTck};
   }
 
   static double selfCpuSeconds() {
@@ -344,23 +345,24 @@ public final class PointLoad {
       window[1] = start + (long) (s.seconds * 1e9);
       go.countDown();
       for (long d = start - System.nanoTime(); d > 0; d = start - System.nanoTime()) LockSupport.parkNanos(d);
-      double server0 = s.serverPid > 0 ? procCpuSeconds(s.serverPid, s.clkTck) : Double.NaN;
+      double[] server0 = s.serverPid > 0 ? procCpuSeconds(s.serverPid, s.clkTck) : null;
       double client0 = selfCpuSeconds();
       for (Thread th : threads) th.join();
-      double server1 = s.serverPid > 0 ? procCpuSeconds(s.serverPid, s.clkTck) : Double.NaN;
+      double[] server1 = s.serverPid > 0 ? procCpuSeconds(s.serverPid, s.clkTck) : null;
       double client1 = selfCpuSeconds();
       for (Worker w : workers) {
         if (w.r.error != null) {
           throw new IllegalStateException(s.system + " " + s.op + ", thread " + w.id + ": " + w.r.error.getMessage(), w.r.error);
         }
       }
-      return summary(s, workers, start, server1 - server0, client1 - client0);
+      double[] server = server0 == null ? null : new double[] {server1[0] - server0[0], server1[1] - server0[1]};
+      return summary(s, workers, start, server, client1 - client0);
     } finally {
       for (Worker w : workers) w.client.close();
     }
   }
 
-  static ObjectNode summary(Settings s, List<Worker> workers, long start, double serverCpu, double clientCpu) throws IOException {
+  static ObjectNode summary(Settings s, List<Worker> workers, long start, double[] serverCpu, double clientCpu) throws IOException {
     int total = 0;
     long last = start, late = 0, checked = 0, readBack = 0;
     for (Worker w : workers) {
@@ -399,7 +401,13 @@ public final class PointLoad {
     lat.put("p99", percentile(all, 99) / 1e3);
     lat.put("max", all[all.length - 1] / 1e3);
     o.put("late_ms", late / 1e6);
-    if (Double.isNaN(serverCpu)) o.putNull("server_cpu_s"); else o.put("server_cpu_s", serverCpu);
+    if (serverCpu == null) {
+      o.putNull("server_cpu_s");
+    } else {
+      o.put("server_cpu_s", serverCpu[0] + serverCpu[1]);
+      o.put("server_user_s", serverCpu[0]);
+      o.put("server_sys_s", serverCpu[1]);
+    }
     o.put("client_cpu_s", clientCpu);
     o.put("gets_checked", checked);
     o.put("puts_read_back", readBack);
