@@ -43,9 +43,9 @@ protocol through the bridge's Java ``Connection``; RESP to Redis), random existi
 from a fixed seed (Java's ``SplittableRandom``, one stream per thread, the same for both
 systems; a put thread writes only keys ``= thread mod threads``), values from the same
 pool; every reply is checked (a GET must return a value of the pool, a PUT one row, and
-each put thread reads its last writes back). A Java client costs a few microseconds of
-CPU per op where a Python client costs 30-100, so these rows show what the servers do
-when the harness is not the limit. They run after the Python rows, alternating spark-ext
+each put thread reads its last writes back). A Java client thread costs 10-30 us of CPU
+per op, mostly socket calls and wake-ups, where a Python client costs 30-100 us, so these
+rows come nearer to what the servers can do when the harness is not the limit. They run after the Python rows, alternating spark-ext
 and Redis rounds like them, each round one JVM (connect and 2,000 untimed ops per thread
 first, for the JIT).
 
@@ -81,7 +81,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from bench.java_load import JavaLoadError, java_classpath, run_point_load
 from bench.common import (
     RESULTS_DIR,
     LatencyStats,
@@ -95,6 +94,7 @@ from bench.common import (
     markdown_table,
     write_json,
 )
+from bench.java_load import JavaLoadError, java_classpath, run_point_load
 
 SPARK = "spark-ext"
 REDIS = "redis"
@@ -578,6 +578,7 @@ def run_group(workers: Workers, cfg: Config, threads: int, group: Sequence[tuple
 
 
 def log_results(results: Sequence[Result]) -> None:
+    """One progress line per result (stderr)."""
     for r in results:
         log(f"  {r.server:22s} {r.label:18s} {r.threads} thr{' [Java]' if r.client == JAVA_CLIENT else ''}: "
             f"p50 {r.stats.p50_us:7.1f} us  p99 {r.stats.p99_us:8.1f} us"
