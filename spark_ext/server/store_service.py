@@ -90,6 +90,19 @@ def _index_list(raw: list[Any]) -> list[dict[str, Any]]:
     return raw
 
 
+
+def _unless_locked(t: Table, fn: Any, f: Frame, s: Session) -> Any:
+    """Run an inline handler holding ``t``'s lock, or raise WouldBlock when another
+    thread holds it (the event loop must not wait). The handler takes the same
+    re-entrant lock again at once."""
+    lock = t.lock
+    if not lock.acquire(blocking=False):
+        raise WouldBlock
+    try:
+        return fn(f, s)
+    finally:
+        lock.release()
+
 class StoreService:
     """Serves one :class:`Store` over a :class:`FrameServer`.
 
@@ -141,13 +154,7 @@ class StoreService:
             keys = f.metadata.get("keys")
             if type(keys) is list and len(keys) > INLINE_GET_MANY_KEYS:
                 raise WouldBlock
-            lock = self._table(f.metadata).lock
-            if not lock.acquire(blocking=False):
-                raise WouldBlock
-            try:  # the handler takes the same (re-entrant) lock again at once
-                return fn(f, s)
-            finally:
-                lock.release()
+            return _unless_locked(self._table(f.metadata), fn, f, s)
         return inline
 
     def _inline_write(self, fn: Any) -> Any:
@@ -167,13 +174,7 @@ class StoreService:
             t = self._table(m)
             if t.flush == "commit":  # the table's own policy: this write waits for an fsync
                 raise WouldBlock
-            lock = t.lock
-            if not lock.acquire(blocking=False):
-                raise WouldBlock
-            try:  # the engine takes the same (re-entrant) lock again at once
-                return fn(f, s)
-            finally:
-                lock.release()
+            return _unless_locked(t, fn, f, s)
         return inline
 
     def _guarded(self, kind: Kind, fn: Any) -> Any:

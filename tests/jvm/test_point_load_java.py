@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -37,33 +36,24 @@ POOL = pool_values()
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """An embedded server with table pl_kv: keys 0..KEYS-1, key k holding POOL[k % 16]."""
-    home = tmp_path_factory.mktemp("plhome")
-    old = os.environ.get("SPARK_EXT_HOME")
-    os.environ["SPARK_EXT_HOME"] = str(home)
     from spark_ext.client.client import StoreClient
     from spark_ext.client.embedded import ensure_embedded
+    from spark_ext.spark.testing import PrivateHome
 
+    home = PrivateHome(tmp_path_factory.mktemp("plhome")).start()
     try:
         (host, port), secret = ensure_embedded()
-        pid = int(json.loads((home / "run" / "embedded.json").read_text())["pid"])
+        pid = home.server_pid()
         with StoreClient((host, port), secret) as c:
             c.create_table(TABLE, [("id", "int64"), ("v", "string")], primary_key="id")
             c.put(TABLE, [(i, POOL[i % len(POOL)]) for i in range(KEYS)])
             c.create_table("pl_bad", [("id", "int64"), ("n", "int64")], primary_key="id")
-        values = home / "values.txt"
+        values = home.path / "values.txt"
         values.write_text("\n".join(POOL) + "\n")
-        yield {"host": host, "port": port, "secret": home / "secret", "pid": pid, "values": values,
+        yield {"host": host, "port": port, "secret": home.path / "secret", "pid": pid, "values": values,
                "client": lambda: StoreClient((host, port), secret)}
     finally:
-        info = json.loads((home / "run" / "embedded.json").read_text())
-        try:
-            os.kill(int(info["pid"]), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        if old is None:
-            os.environ.pop("SPARK_EXT_HOME", None)
-        else:
-            os.environ["SPARK_EXT_HOME"] = old
+        home.stop()
 
 
 def spark_args(srv: dict[str, Any], op: str, *extra: str) -> list[str]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 
 import pytest
 
@@ -20,25 +18,17 @@ def test_keyhash_vectors_all_match(java_cp: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def embedded(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module: None = None):
-    home = tmp_path_factory.mktemp("sxhome")
-    old = os.environ.get("SPARK_EXT_HOME")
-    os.environ["SPARK_EXT_HOME"] = str(home)
+def embedded(tmp_path_factory: pytest.TempPathFactory):
+    """A private embedded server: (host, port, secret file)."""
     from spark_ext.client.embedded import ensure_embedded
+    from spark_ext.spark.testing import PrivateHome
 
+    home = PrivateHome(tmp_path_factory.mktemp("jvmhome")).start()
     try:
         (host, port), _ = ensure_embedded()
-        yield host, port, home / "secret"
+        yield host, port, home.path / "secret"
     finally:
-        info = json.loads((home / "run" / "embedded.json").read_text())
-        try:
-            os.kill(int(info["pid"]), signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        if old is None:
-            os.environ.pop("SPARK_EXT_HOME", None)
-        else:
-            os.environ["SPARK_EXT_HOME"] = old
+        home.stop()
 
 
 def test_handshake_and_errors(java_cp: str, embedded) -> None:
