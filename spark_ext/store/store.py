@@ -332,7 +332,8 @@ class Store:
             result = stage(cs)
             if any(not p.is_empty() for p in cs.pending.values()):
                 lsn = cs._commit()
-        self._wait_durable(lsn, self._durability(self._tables_of(cs)))
+        if lsn:  # the policy only matters when a record was logged
+            self._wait_durable(lsn, self._durability(self._tables_of(cs)))
         return result
 
     # --- one-row autocommit path ---------------------------------------------------------
@@ -548,8 +549,9 @@ class Store:
 
     def _log_abort(self, cs: ChangeSet) -> None:
         lsn = 0
-        policy = self._durability(self._tables_of(cs))
+        policy = None
         if cs.id in self._prepare_lsns:
+            policy = self._durability(self._tables_of(cs))  # only a logged abort waits
             with self._commit_lock:
                 lsn = self._log(("abort", cs.id), wait=False)
                 self._prepare_lsns.pop(cs.id, None)
