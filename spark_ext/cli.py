@@ -6,6 +6,7 @@ Examples::
     spark-ext locator start --port 7100 --data-dir /var/lib/spark-ext/locator
     spark-ext server start --locator 127.0.0.1:7100 --data-dir /var/lib/spark-ext/s1
     spark-ext status                           # servers, tables, buckets, rows, memory
+    spark-ext txns                             # prepared transactions in doubt, per server
     spark-ext server stop --embedded
 """
 
@@ -83,6 +84,7 @@ def _start(role: str, args: argparse.Namespace) -> int:
         locator=getattr(args, "locator", None), server_id=getattr(args, "server_id", None),
         flush=getattr(args, "flush", "commit"), lost_after_s=getattr(args, "lost_after", 10.0),
         txn_timeout_s=getattr(args, "txn_timeout", 600.0),
+        indoubt_timeout_s=getattr(args, "indoubt_timeout", 300.0),
         run_file=Path(args.run_file) if args.run_file else _run_file(role, args),
     )
     if role == "locator":
@@ -143,6 +145,8 @@ def _status(args: argparse.Namespace) -> int:
             if not s["up"]:
                 continue
             st = c.server_status(s["host"], s["port"])
+            if st.get("in_doubt_txns"):
+                print(f"  {'':<16} {len(st['in_doubt_txns'])} prepared transaction(s) in doubt: see 'spark-ext txns'")
             for t in st["tables"]:
                 rows.append((t["table"], s["server_id"], f"{len(t['buckets'])}", f"{t['rows']:,}", f"{t['memory_bytes'] / 1e6:.1f} MB"))
         if rows:
@@ -151,6 +155,33 @@ def _status(args: argparse.Namespace) -> int:
                 print(f"  {r[0]:<30} {r[1]:<16} {r[2]:>7} {r[3]:>12} {r[4]:>10}")
         else:
             print("\n  no tables")
+    finally:
+        c.close()
+    return 0
+
+
+def _txns(args: argparse.Namespace) -> int:
+    """List every prepared transaction still waiting for a decision, per server."""
+    c = _client(args)
+    try:
+        rows: list[tuple[str, ...]] = []
+        for s in c.servers():
+            if not s["up"]:
+                print(f"server {s['server_id']} is down: its transactions are not listed")
+                continue
+            for t in c.server_status(s["host"], s["port"]).get("in_doubt_txns", []):
+                fence = t.get("fence")
+                rows.append((t["txn"], s["server_id"], t["role"], str(t.get("decider") or "-"),
+                             ",".join(t.get("participants") or []) or "-", f"{t['idle_s']:.0f}s",
+                             "yes" if t.get("recovered") else "no",
+                             f"{fence['group']}:{fence['token']}" if fence else "-"))
+        if not rows:
+            print("no prepared transactions in doubt")
+            return 0
+        head = ("transaction", "server", "role", "decider", "participants", "silent", "restart", "fence")
+        widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
+        for r in [head, *sorted(rows)]:
+            print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
     finally:
         c.close()
     return 0
@@ -245,6 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
             st.add_argument("--txn-timeout", type=float, default=600.0,
                             help="seconds after which an open (unprepared) transaction that saw no request "
                                  "is aborted (default 600)")
+            st.add_argument("--indoubt-timeout", type=float, default=300.0,
+                            help="seconds after which a prepared transaction whose coordinator sent nothing is "
+                                 "aborted by its deciding server (presumed abort; default 300)")
         for action in ("stop", "status"):
             ap = rsub.add_parser(action, help=f"{action} a {role}")
             ap.add_argument("--run-file", help="run file of the process (default: the one under $SPARK_EXT_HOME)")
@@ -262,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("status", help="servers, tables, buckets, rows and memory of a cluster")
     sp.add_argument("--locator", type=_addr, help="HOST:PORT (default: the embedded server)")
     sp.add_argument("--secret-file")
+    tp = sub.add_parser("txns", help="prepared transactions waiting for a decision (in doubt), per server")
+    tp.add_argument("--locator", type=_addr, help="HOST:PORT (default: the embedded server)")
+    tp.add_argument("--secret-file")
     add_shell_command(sub)
     return p
 
@@ -272,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
         return run_shell(args)
     if args.cmd == "status":
         return _status(args)
+    if args.cmd == "txns":
+        return _txns(args)
     if args.cmd == "ha":
         return _ha_status(args)
     if args.action == "start":

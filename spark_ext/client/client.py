@@ -477,8 +477,15 @@ class StoreClient:
         """Stage work on several servers, prepare all, commit all; abort all on failure.
 
         Counts come from the prepare step, where the server resolves keys and predicates.
+        The servers are taken in id order; the first is the *decider* (see
+        ``docs/in-doubt.md``): it is prepared first and committed first, and its outcome
+        is the transaction's, so the servers can finish it by themselves if this process
+        dies half way.
         """
         txn = f"py-{uuid.uuid4().hex}"
+        work = {sid: work[sid] for sid in sorted(work)}
+        participants = list(work)
+        decider = participants[0]
         pools = {sid: self._server_pool(info, bucket_of[sid]) for sid in work}
         total = 0
         try:
@@ -491,7 +498,8 @@ class StoreClient:
                 r = pools[sid].request(Kind.TXN_PREPARE, self._meta({"txn": txn, "part": ""}))
                 total += int(r.metadata.get("prepared", 0))
             for sid in work:
-                pools[sid].request(Kind.TXN_PREPARE, self._meta({"txn": txn, "parts": [""]}))
+                pools[sid].request(Kind.TXN_PREPARE, self._meta({"txn": txn, "parts": [""],
+                                                                 "participants": participants}))
         except BaseException:
             for sid in work:
                 try:
@@ -499,11 +507,31 @@ class StoreClient:
                 except Exception:
                     logger.warning("abort of %s on %s failed; the server's timeout will abort it", txn, sid)
             raise
+        # The decider's commit decides. If it failed, its abort's answer tells whether it
+        # committed after all (the reply was lost) or not (refused: its in-doubt timeout
+        # or a newer leader aborted it); then abort everywhere. Unreachable: the servers
+        # resolve it with the decider later.
+        try:
+            pools[decider].request(Kind.TXN_COMMIT, self._meta({"txn": txn, "parts": [""]}))
+        except Exception as e:
+            try:
+                state = pools[decider].request(Kind.TXN_ABORT, {"txn": txn}).metadata.get("state")
+            except Exception:
+                logger.warning("commit of %s on its decider %s has an unknown outcome (%s); the servers "
+                               "will resolve it with %s", txn, decider, e, decider)
+                raise e
+            if state != "committed":
+                for sid in participants[1:]:
+                    try:
+                        pools[sid].request(Kind.TXN_ABORT, {"txn": txn})
+                    except Exception:
+                        logger.warning("abort of %s on %s failed; it asks %s when in doubt", txn, sid, decider)
+                raise e
         # Decided: every prepared part must commit. A server that fails here keeps its
-        # part in doubt (TXN_STATUS) for recovery; the others must not be left holding
-        # theirs, so go on committing and report the first failure afterwards.
+        # part in doubt and gets the outcome from the decider; the others must not be
+        # left holding theirs, so go on committing and report the first failure afterwards.
         failure: BaseException | None = None
-        for sid in work:
+        for sid in participants[1:]:
             try:
                 pools[sid].request(Kind.TXN_COMMIT, self._meta({"txn": txn, "parts": [""]}))
             except Exception as e:

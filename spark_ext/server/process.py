@@ -24,6 +24,7 @@ from spark_ext.locator.service import LocalLink, LocatorService
 from spark_ext.ha.leases import LeaseTable
 from spark_ext.locator.lease_service import LeaseService
 from spark_ext.server.fencing import FenceRegistry
+from spark_ext.server.indoubt import DecisionLedger, InDoubtResolver
 from spark_ext.server.store_service import StoreService
 from spark_ext.server.tcp import FrameServer
 from spark_ext.store import Store
@@ -47,6 +48,7 @@ class ServerConfig:
     heartbeat_s: float = 1.0
     lost_after_s: float = 10.0
     txn_timeout_s: float = 600.0  # an open transaction idle this long is aborted
+    indoubt_timeout_s: float = 300.0  # a prepared one whose coordinator is silent this long is aborted by its decider
     run_file: Path | None = None  # written once listening: {pid, host, port, ...}
 
 
@@ -131,17 +133,28 @@ class StoreServerProcess(Process):
         self.store = Store(cfg.data_dir / "store", flush=cfg.flush, memory_limit_bytes=cfg.memory_limit_bytes)
         self.service = StoreService(self.store, self.server_id, cfg.txn_timeout_s)
         self.service.fence = FenceRegistry(cfg.data_dir / "fences.json")
-        self.service.fence.on_newer = self.service.txns.abort_fenced  # a deposed leader's locks go at once
+        self._locator: ConnectionPool | None = None
+        if cfg.locator is not None:
+            self._locator = ConnectionPool(cfg.locator[0], cfg.locator[1], cfg.secret, timeout=10.0, max_idle=1)
+        resolver = _start_resolver(cfg, self.service, self._peer_address)
+        self.service.fence.on_newer = lambda g, t: (self.service.txns.abort_fenced(g, t), resolver.wake())
         self.frames = FrameServer(cfg.host, cfg.port, secret=cfg.secret, role=self.role,
                                   extra_hello={"server_id": self.server_id})
         self.service.register(self.frames)
         self.frames.start()
-        self._locator: ConnectionPool | None = None
-        if cfg.locator is not None:
-            self._locator = ConnectionPool(cfg.locator[0], cfg.locator[1], cfg.secret, timeout=10.0, max_idle=1)
+        if self._locator is not None:
             self._register()
             threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True).start()
         self._announce()
+
+    def _peer_address(self, sid: str) -> tuple[str, int] | None:
+        """A peer server's current address, from the locator (a restart changes ports)."""
+        if self._locator is None:
+            return None
+        for s in self._locator.request(Kind.LIST_SERVERS, {}).metadata.get("servers", []):
+            if s.get("server_id") == sid and s.get("up") and s.get("host"):
+                return str(s["host"]), int(s["port"])
+        return None
 
     def _register(self) -> None:
         assert self._locator is not None and self.frames is not None
@@ -189,8 +202,21 @@ class StoreServerProcess(Process):
         if self.frames is not None:
             self.frames.stop()
         self.service.close()
+        if self.service.resolver is not None:
+            self.service.resolver.close()
         self.store.close()
         self._remove_run_file()
+
+
+def _start_resolver(cfg: ServerConfig, service: StoreService, peer: Any) -> InDoubtResolver:
+    """The in-doubt resolver of a store server: its ledger beside the data, fsynced like
+    the log. Decisions recorded before a restart are applied before the first request."""
+    ledger = DecisionLedger(cfg.data_dir / "txn_decisions.jsonl", sync=cfg.flush == "commit")
+    resolver = InDoubtResolver(service.txns, service.server_id, ledger, service.fence, peer, cfg.secret,
+                               timeout_s=cfg.indoubt_timeout_s, poll_s=min(2.0, max(0.2, cfg.indoubt_timeout_s / 2)))
+    service.resolver = resolver
+    resolver.start()
+    return resolver
 
 
 class LocatorProcess(Process):
@@ -233,7 +259,9 @@ class EmbeddedProcess(Process):
         self.service = StoreService(self.store, self.server_id, cfg.txn_timeout_s)
         fences = FenceRegistry(cfg.data_dir / "fences.json")  # one process: one registry
         self.service.fence = fences
-        fences.on_newer = self.service.txns.abort_fenced
+        # One server: it is the decider of whatever it prepares; it has no peers.
+        resolver = _start_resolver(cfg, self.service, None)
+        fences.on_newer = lambda g, t: (self.service.txns.abort_fenced(g, t), resolver.wake())
         self.locator = LocatorService(self.catalog, cfg.secret, cfg.lost_after_s)
         self.locator.lease_service = LeaseService(LeaseTable(cfg.data_dir / "leases.json"))
         self.locator.lease_service.on_grant = fences.observe
@@ -253,5 +281,7 @@ class EmbeddedProcess(Process):
             self.frames.stop()
         self.locator.close()
         self.service.close()
+        if self.service.resolver is not None:
+            self.service.resolver.close()
         self.store.close()
         self._remove_run_file()

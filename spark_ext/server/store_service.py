@@ -122,6 +122,9 @@ class StoreService:
         self._stop = threading.Event()
         #: Checks a request's ``fence`` (see spark_ext/server/fencing.py); None: not fenced.
         self.fence: Any = None
+        #: Resolves prepared transactions of dead or deposed coordinators
+        #: (spark_ext/server/indoubt.py); None: they wait for their coordinator.
+        self.resolver: Any = None
         for t in store.tables:
             self.owned.setdefault(t, None)
         threading.Thread(target=self._reap, name="txn-reaper", daemon=True).start()
@@ -618,9 +621,22 @@ class StoreService:
         txn_id = self._txn_id(m)
         if m.get("parts") is not None:
             parts = _field(m, "parts", list)
-            return Frame(f.kind, f.request_id, {"state": self.txns.prepare_all(txn_id, [str(p) for p in parts])})
+            state = self.txns.prepare_all(txn_id, [str(p) for p in parts], self._participants(m))
+            return Frame(f.kind, f.request_id, {"state": state})
         n = self.txns.prepare_part(txn_id, _field(m, "part", str, ""), self._apply)
         return Frame(f.kind, f.request_id, {"prepared": n})
+
+    def _participants(self, m: dict[str, Any]) -> list[str] | None:
+        """The job-form PREPARE's ``participants`` (server ids, the decider first), checked."""
+        ps = _field(m, "participants", list, None)
+        if ps is None:
+            return None
+        if not ps or len(ps) > 10000 or not all(isinstance(p, str) and p for p in ps) or len(set(ps)) != len(ps):
+            raise BadArgumentError(f"request field 'participants' must be distinct server ids, got {ps!r}")
+        if self.server_id not in ps:
+            raise BadArgumentError(
+                f"request field 'participants' {ps!r} does not name this server ({self.server_id!r})")
+        return [str(p) for p in ps]
 
     def txn_commit(self, f: Frame, s: Session) -> Frame:
         m = f.metadata
@@ -636,7 +652,14 @@ class StoreService:
         return Frame(f.kind, f.request_id, {"state": self.txns.abort(txn_id)})
 
     def txn_status(self, f: Frame, s: Session) -> Frame:
-        st = self.txns.status(self._txn_id(f.metadata))
+        m = f.metadata
+        txn_id = self._txn_id(m)
+        if m.get("resolve") is True and self.resolver is not None:
+            # A participant in doubt asks this server, its decider, for the outcome.
+            state = self.resolver.answer(txn_id, m.get("fences"))
+            return Frame(f.kind, f.request_id, {**self.txns.status(txn_id), "state": state,
+                                                "in_doubt": self.store.in_doubt()})
+        st = self.txns.status(txn_id)
         return Frame(f.kind, f.request_id, {**st, "in_doubt": self.store.in_doubt()})
 
     def _reap(self) -> None:
@@ -664,4 +687,5 @@ class StoreService:
         return Frame(f.kind, f.request_id, {
             "server_id": self.server_id, "tables": tables, "memory_bytes": self.store.memory_bytes(),
             "open_transactions": self.txns.open_count(), "in_doubt": self.store.in_doubt(),
+            "in_doubt_txns": self.txns.in_doubt_report(self.server_id),
         })

@@ -15,6 +15,11 @@ Life cycle (``docs/protocol.md``, "Transactions")::
 
 A prepared part that is not in the final ``parts`` cannot be taken out again: the
 transaction is then refused (TXN_STATE) and must be aborted, never half-applied.
+
+A job-form PREPARE may name the transaction's ``participants`` (server ids, the first
+is the *decider*). Such a transaction, once prepared, is resolved without its
+coordinator if it dies or is deposed: see :mod:`spark_ext.server.indoubt`, which hooks
+in here through ``decision_hook`` and ``outcome_lookup``.
 """
 
 from __future__ import annotations
@@ -51,6 +56,11 @@ class ServerTxn:
     final: bool = False
     last_seen: float = field(default_factory=time.monotonic)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: Server ids of every participant, the decider first (job-form PREPARE); None: the
+    #: coordinator sent none, nobody can resolve it but the coordinator (or an operator).
+    participants: list[str] | None = None
+    #: Restored in doubt from the log by a restart (its coordinator lost contact).
+    recovered: bool = False
 
 
 def _poisoned_error(t: ServerTxn, message: str) -> TransactionStateError:
@@ -78,8 +88,23 @@ class TxnManager:
         self._decided: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self._fences: dict[str, tuple[str, int]] = {}  # txn id -> (group, token) of its writer
+        self._reasons: dict[str, str] = {}  # txn id -> why it was aborted, for resolver aborts
+        #: Called as (txn, outcome, reason) under the transaction's lock just before a
+        #: transaction with participants commits or aborts here; may raise to refuse
+        #: (the in-doubt resolver records the decider's decision durably with it).
+        self.decision_hook: Callable[[ServerTxn, str, str | None], None] | None = None
+        #: Durable outcome of a finished transaction this server no longer holds, or
+        #: None (the in-doubt resolver's decision ledger).
+        self.outcome_lookup: Callable[[str], str | None] | None = None
         for txn_id in store.in_doubt():
-            t = ServerTxn(txn_id, store.transaction(txn_id), final=True)
+            cs = store.transaction(txn_id)
+            t = ServerTxn(txn_id, cs, final=True, recovered=True)
+            meta = cs.meta or {}
+            if isinstance(meta.get("participants"), list):
+                t.participants = [str(p) for p in meta["participants"]]
+            fence = meta.get("fence")
+            if isinstance(fence, list) and len(fence) == 2:
+                self._fences[txn_id] = (str(fence[0]), int(fence[1]))
             self._txns[txn_id] = t
 
     # --- lookup -------------------------------------------------------------------------
@@ -90,8 +115,10 @@ class TxnManager:
         with self._lock:
             t = self._txns.get(txn_id)
             if t is None:
-                if txn_id in self._decided:
-                    raise TransactionStateError(f"transaction {txn_id} is already {self._decided[txn_id]}", txn=txn_id)
+                done = self._outcome_locked(txn_id)
+                if done is not None:
+                    raise TransactionStateError(f"transaction {txn_id} is already {done}{self._why(txn_id)}",
+                                                txn=txn_id, state=done)
                 if not create:
                     raise NoSuchTransactionError(f"no transaction {txn_id!r} on this server", txn=txn_id)
                 # The change set carries the protocol id: its PREPARE log record is
@@ -100,13 +127,44 @@ class TxnManager:
             t.last_seen = time.monotonic()
             return t
 
-    def _finish(self, t: ServerTxn, outcome: str) -> None:
+    def _outcome_locked(self, txn_id: str) -> str | None:
+        """``committed`` / ``aborted`` for a finished transaction, else None (caller holds
+        ``_lock``). The in-memory record is bounded; the ledger keeps decided ones longer."""
+        done = self._decided.get(txn_id)
+        if done is None and self.outcome_lookup is not None:
+            done = self.outcome_lookup(txn_id)
+        return done
+
+    def outcome(self, txn_id: str) -> str | None:
+        """How a transaction this server no longer holds ended, or None (unknown, or
+        still held: a restart may hold one in doubt that its ledger says to commit). O(1)."""
+        with self._lock:
+            return None if txn_id in self._txns else self._outcome_locked(txn_id)
+
+    def _why(self, txn_id: str) -> str:
+        r = self._reasons.get(txn_id)
+        return f" ({r})" if r else ""
+
+    def _finish(self, t: ServerTxn, outcome: str, reason: str | None = None) -> None:
         with self._lock:
             self._txns.pop(t.txn_id, None)
             self._fences.pop(t.txn_id, None)
             self._decided[t.txn_id] = outcome
+            if reason:
+                self._reasons[t.txn_id] = reason
             while len(self._decided) > 10000:
-                self._decided.popitem(last=False)
+                old, _ = self._decided.popitem(last=False)
+                self._reasons.pop(old, None)
+
+    def remember(self, txn_id: str, outcome: str, reason: str | None = None) -> None:
+        """Record the outcome of a transaction this server never held (the in-doubt
+        resolver's refusal of a transaction it was asked about but never prepared), so
+        a late PREPARE or COMMIT of it is refused. O(1)."""
+        with self._lock:
+            if txn_id not in self._txns:
+                self._decided[txn_id] = outcome
+                if reason:
+                    self._reasons[txn_id] = reason
 
     # --- steps --------------------------------------------------------------------------
 
@@ -178,39 +236,58 @@ class TxnManager:
         t.parts.clear()
         t.final = True
 
-    def prepare_all(self, txn_id: str, parts: Sequence[str] | None) -> str:
-        """Job commit phase 1: keep ``parts`` and log the transaction durably."""
+    def prepare_all(self, txn_id: str, parts: Sequence[str] | None, participants: Sequence[str] | None = None) -> str:
+        """Job commit phase 1: keep ``parts`` and log the transaction durably.
+
+        ``participants``: every server of the transaction, the decider first; logged with
+        it (and its writer's fence) so that it can be resolved after a restart too.
+        """
         t = self._get(txn_id, create=True)
         with t.lock:
             if t.cs.state == "prepared":
                 return "prepared"
             self._finalize(t, parts)
+            if participants:
+                t.participants = list(participants)
+                with self._lock:
+                    fence = self._fences.get(txn_id)
+                t.cs.meta = {"participants": t.participants, "fence": list(fence) if fence else None}
             t.cs.prepare()
             return t.cs.state
 
     def commit(self, txn_id: str, parts: Sequence[str] | None) -> str:
         """Job commit phase 2 (or both phases at once). Idempotent once committed."""
-        with self._lock:
-            if self._decided.get(txn_id) == "committed":
-                return "committed"
+        if self.outcome(txn_id) == "committed":
+            return "committed"
         t = self._get(txn_id)
         with t.lock:
+            if t.cs.state == "aborted":  # the in-doubt resolver got there first
+                raise TransactionStateError(f"transaction {txn_id} was aborted{self._why(txn_id)}; it cannot commit",
+                                            txn=txn_id, state="aborted")
+            if t.cs.state == "committed":
+                return "committed"
             if not t.final:
                 self._finalize(t, parts)
+            if t.participants is not None and self.decision_hook is not None:
+                self.decision_hook(t, "committed", None)  # the decider's decision is durable first
             t.cs.commit()
             self._finish(t, "committed")
             return "committed"
 
-    def abort(self, txn_id: str) -> str:
+    def abort(self, txn_id: str, reason: str | None = None) -> str:
+        """Abort a transaction; answers ``committed`` instead for a committed one (which
+        is left alone: an abort can no longer undo it). Idempotent."""
         with self._lock:
             t = self._txns.get(txn_id)
             if t is None:
-                return self._decided.get(txn_id, "aborted")
+                return self._outcome_locked(txn_id) or "aborted"
         with t.lock:
-            if t.cs.state == "committed":
-                return "committed"
+            if t.cs.state in ("committed", "aborted"):
+                return t.cs.state
+            if t.participants is not None and t.cs.state == "prepared" and self.decision_hook is not None:
+                self.decision_hook(t, "aborted", reason)
             t.cs.abort()
-            self._finish(t, "aborted")
+            self._finish(t, "aborted", reason)
             return "aborted"
 
     # --- fencing ------------------------------------------------------------------------
@@ -249,11 +326,39 @@ class TxnManager:
         return aborted
 
     def status(self, txn_id: str) -> dict[str, Any]:
+        """A transaction's state here (``unknown`` if never seen or long forgotten). O(1)."""
         with self._lock:
             t = self._txns.get(txn_id)
             if t is None:
-                return {"state": self._decided.get(txn_id, "unknown"), "parts": {}}
+                return {"state": self._outcome_locked(txn_id) or "unknown", "parts": {}}
             return {"state": t.cs.state, "parts": dict(t.part_state), "poisoned": t.poisoned}
+
+    def fence_of(self, txn_id: str) -> tuple[str, int] | None:
+        """(group, token) of the leader that wrote ``txn_id``, or None (unfenced). O(1)."""
+        with self._lock:
+            return self._fences.get(txn_id)
+
+    def prepared(self) -> list[ServerTxn]:
+        """Every durably prepared transaction (waiting for phase 2, or in doubt). O(txns)."""
+        with self._lock:
+            return [t for t in self._txns.values() if t.cs.state == "prepared"]
+
+    def in_doubt_report(self, server_id: str) -> list[dict[str, Any]]:
+        """Operator view of the prepared transactions here: id, participants, decider,
+        this server's role, seconds since its coordinator's last request, whether a
+        restart recovered it, its writer's fence. O(txns)."""
+        now = time.monotonic()
+        out = []
+        for t in sorted(self.prepared(), key=lambda x: x.last_seen):
+            ps = t.participants
+            fence = self.fence_of(t.txn_id)
+            out.append({
+                "txn": t.txn_id, "participants": ps, "decider": ps[0] if ps else None,
+                "role": ("decider" if ps[0] == server_id else "participant") if ps else "unresolvable",
+                "idle_s": round(now - t.last_seen, 1), "recovered": t.recovered,
+                "fence": {"group": fence[0], "token": fence[1]} if fence else None,
+            })
+        return out
 
     def open_count(self) -> int:
         return len(self._txns)

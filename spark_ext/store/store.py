@@ -39,7 +39,7 @@ Log records (tuples, encoded by :mod:`spark_ext.store.codec`)::
     ("create_index", table, name, kind, columns)   ("drop_index", table, name)
     ("add_columns", table, [field_json])  ("rename_table", old_name, new_name)
     ("commit1", txn_id, changes)         one-phase commit
-    ("prepare", txn_id, changes)  ("commit", txn_id)  ("abort", txn_id)
+    ("prepare", txn_id, changes[, meta])  ("commit", txn_id)  ("abort", txn_id)
 
 ``changes`` is ``ChangeSet.changes()``: per table (name, truncate, point items, bulks).
 """
@@ -537,7 +537,8 @@ class Store:
         changes = self._durable(cs, cs.changes())
         if changes:
             with self._commit_lock:
-                lsn = self._prepare_lsns[cs.id] = self._log(("prepare", cs.id, changes), wait=False)
+                rec = ("prepare", cs.id, changes) if cs.meta is None else ("prepare", cs.id, changes, cs.meta)
+                lsn = self._prepare_lsns[cs.id] = self._log(rec, wait=False)
             self._wait_durable(lsn, self._durability(self._tables_of(cs)))
 
     def _forget(self, cs: ChangeSet) -> None:
@@ -602,14 +603,14 @@ class Store:
                 for iname, (kind, cols) in tdef.get("indexes", {}).items():
                     t._add_index(iname, cols, kind)
         self._wal = WriteAheadLog(self.data_dir / "wal", flush=self.flush)
-        prepared: dict[str, tuple[int, list[Any]]] = {}
+        prepared: dict[str, tuple[int, list[Any], Any]] = {}
         n = 0
         for lsn, payload in self._wal.replay(after_lsn=min(replay_from, ckpt_lsn)):
             rec = decode_record(payload)
             n += 1
             kind = rec[0]
             if kind == "prepare":
-                prepared[rec[1]] = (lsn, rec[2])
+                prepared[rec[1]] = (lsn, rec[2], rec[3] if len(rec) > 3 else None)  # [3]: coordination meta
                 continue
             if kind == "commit":
                 entry = prepared.pop(rec[1], None)
@@ -622,8 +623,9 @@ class Store:
             if lsn <= ckpt_lsn:
                 continue  # already in the checkpoint
             self._replay(rec)
-        for txn_id, (lsn, changes) in prepared.items():
+        for txn_id, (lsn, changes, meta) in prepared.items():
             cs = self._restage(txn_id, changes)
+            cs.meta = meta
             self._prepare_lsns[txn_id] = lsn
             self._in_doubt[txn_id] = cs
             logger.warning("transaction %s was prepared but not decided before the restart; it is in doubt", txn_id)

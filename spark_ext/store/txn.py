@@ -214,6 +214,9 @@ class ChangeSet:
         self.state = OPEN
         self.pending: dict[str, Pending] = {}
         self.prepare_lsn = 0
+        #: Coordination facts logged with the PREPARE record and restored with an in-doubt
+        #: set (participants, decider, fence; see spark_ext/server/indoubt.py). Opaque here.
+        self.meta: dict[str, Any] | None = None
         # Autocommit change sets stage and commit under one hold of the table lock, so
         # they need not register key locks.
         self._register = not autocommit
