@@ -135,17 +135,23 @@ public class StoreBatchWrite implements DeltaBatchWrite {
       }
       return;
     }
+    // Participants in id order; the first is the decider (docs/in-doubt.md): it is
+    // prepared first and committed first, and its outcome is the transaction's, so the
+    // servers finish the transaction by themselves if this driver dies or is deposed.
     try {
       for (Map.Entry<String, List<String>> e : parts.entrySet()) {
         ObjectNode m = txnMeta();
         var a = m.putArray("parts");
         e.getValue().forEach(a::add);
+        var ps = m.putArray("participants");
+        parts.keySet().forEach(ps::add);
         call(e.getKey(), Kinds.TXN_PREPARE, m);
       }
     } catch (WireException e) {
       abortAll();
       throw Errors.spark(e);
     }
+    boolean decided = false;
     for (Map.Entry<String, List<String>> e : parts.entrySet()) {
       ObjectNode m = txnMeta();
       var a = m.putArray("parts");
@@ -153,8 +159,16 @@ public class StoreBatchWrite implements DeltaBatchWrite {
       try {
         call(e.getKey(), Kinds.TXN_COMMIT, m);
       } catch (WireException x) {
-        throw Errors.spark(x);
+        // The decider's commit failed: its abort's answer says whether it committed
+        // after all (lost reply) or not (refused): then abort everywhere. A later
+        // participant's failure leaves it in doubt; it gets the outcome from the decider.
+        if (!decided && !"committed".equals(abortOn(e.getKey()))) {
+          abortAll();
+          throw Errors.spark(x);
+        }
+        if (decided) throw Errors.spark(x);
       }
+      decided = true;
     }
     // Servers where only failed attempts staged anything: drop their leftovers now.
     for (String sid : meta.serverIds()) {
