@@ -9,10 +9,12 @@ No JVM bridge is involved. The statement is one staged transaction on the store 
    splits them by owning server (bucket placement fixed by the driver), sends them as
    ``TXN_STAGE`` requests of its own part ``"<partition>-<attempt>"``, then prepares its part
    on every server of the table (task commit) and returns the part id;
-3. the driver collects the parts of the successful tasks, sends ``TXN_PREPARE {txn, parts}``
-   to every server (job commit, phase 1: logged durably), then ``TXN_COMMIT`` (phase 2:
-   visible at once on each server); a table on one server commits in one phase, with
-   ``TXN_COMMIT {txn, parts}`` alone;
+3. the driver collects the parts of the successful tasks, sends ``TXN_PREPARE {txn, parts,
+   participants}`` to every server (job commit, phase 1: logged durably), then
+   ``TXN_COMMIT`` (phase 2: visible at once on each server); the servers in id order, the
+   first being the *decider* whose commit decides (``docs/in-doubt.md``: the servers
+   finish the statement by themselves if the driver dies in between); a table on one
+   server commits in one phase, with ``TXN_COMMIT {txn, parts}`` alone;
 4. any failure before phase 2 sends ``TXN_ABORT`` everywhere: nothing is visible.
    If the refusal is because a task attempt prepared and then failed (a Spark retry or a
    speculative copy left an extra prepared part), the statement runs once more.
@@ -342,26 +344,48 @@ def _run_once(df: Any, table: Any, op: str, run: int, fail_after_prepare: bool) 
                     pass
                 raise
             return total
-        for sid, pool in pools.items():  # job commit, phase 1
-            pool.request(Kind.TXN_PREPARE, {"txn": txn, "parts": parts, **fence})
+        participants = list(pools)  # in server id order (_servers): the first decides
+        for sid, pool in pools.items():  # job commit, phase 1, the decider first
+            pool.request(Kind.TXN_PREPARE, {"txn": txn, "parts": parts, "participants": participants, **fence})
     except BaseException as e:
         abort_all()
         t = _translate(e) if not isinstance(e, SparkExtError) else None
         if t is not None:
             raise t from e
         raise
-    for sid, pool in pools.items():  # job commit, phase 2
+    decider = next(iter(pools))
+    for sid, pool in pools.items():  # job commit, phase 2, the decider first: its commit decides
         for attempt in range(COMMIT_RETRIES):
             try:
                 pool.request(Kind.TXN_COMMIT, {"txn": txn, "parts": parts, **fence})
                 break
             except Exception as e:
+                if sid == decider and (isinstance(e, SparkExtError) or attempt == COMMIT_RETRIES - 1):
+                    _settle_decider(what, name, txn, pool, e, abort_all)
+                    break  # it had committed after all (its reply was lost)
                 if attempt == COMMIT_RETRIES - 1:
                     raise SparkExtError(
-                        f"{what}: transaction {txn} is prepared everywhere but its commit on server {sid} failed "
-                        f"({e}); the server keeps it in doubt until it is committed (TXN_COMMIT {txn})",
+                        f"{what}: transaction {txn} is committed but its commit on server {sid} failed ({e}); "
+                        f"that server commits it by itself once it hears from the decider {decider}",
                         table=name, txn=txn) from e
     return total
+
+
+def _settle_decider(what: str, name: str, txn: str, pool: Any, e: BaseException, abort_all: Any) -> None:
+    """The decider's commit failed: returns if it committed after all (the abort's
+    answer says so), else aborts everywhere and raises (nothing is visible)."""
+    from spark_ext.wire.kinds import Kind
+
+    try:
+        state = pool.request(Kind.TXN_ABORT, {"txn": txn}).metadata.get("state")
+    except Exception:
+        raise SparkExtError(
+            f"{what}: the outcome of transaction {txn} is unknown: its deciding server could not be reached "
+            f"({e}); the servers settle it among themselves (see 'spark-ext txns')", table=name, txn=txn) from e
+    if state == "committed":
+        return
+    abort_all()
+    raise e
 
 
 def put_into(df: Any, table: Any) -> int:
