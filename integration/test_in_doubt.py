@@ -24,9 +24,12 @@ import pytest
 
 from integration.cluster import Cluster, wait_until
 from spark_ext.client.client import StoreClient
+from spark_ext.exceptions import BadArgumentError, ConflictError
 from spark_ext.wire.kinds import Kind
 
-INDOUBT_TIMEOUT_S = 3.0
+#: Long enough for the checks made while a transaction is in doubt (a few requests and
+#: one CLI run), short enough to reach the presumed-abort path within the test.
+INDOUBT_TIMEOUT_S = 10.0
 RESOLVE_WAIT_S = 60.0
 
 #: The coordinator: the real client's multi-server put, killed at a chosen step. The
@@ -68,7 +71,8 @@ except Exception as e:
 
 @pytest.fixture(scope="module")
 def cl(make_cluster: Any) -> Cluster:
-    return make_cluster("indoubt", server_args=["--txn-timeout", "3", "--indoubt-timeout", str(INDOUBT_TIMEOUT_S)])
+    return make_cluster("indoubt", server_args=["--txn-timeout", str(INDOUBT_TIMEOUT_S),
+                                                 "--indoubt-timeout", str(INDOUBT_TIMEOUT_S)])
 
 
 def _table(cluster: Cluster, name: str) -> tuple[StoreClient, list[int]]:
@@ -159,6 +163,17 @@ def test_coordinator_killed_after_preparing_on_two_of_three_no_lease(cl: Cluster
     # While in doubt the keys stay locked and the operator sees the transaction.
     listed = [t for t in cl.request("s1", Kind.STATUS, {}).metadata["in_doubt_txns"] if t["txn"] == txn]
     assert listed and listed[0]["decider"] == "s0" and listed[0]["participants"] == ["s0", "s1", "s2"]
+    assert listed[0]["role"] == "participant"
+    out = cl.cli("txns", "--locator", cl.locator_arg, "--secret-file", str(cl.secret_file))
+    assert out.returncode == 0, out.stderr
+    rows = [ln.split() for ln in out.stdout.splitlines() if ln.startswith(txn)]
+    assert sorted((r[1], r[2], r[3], r[4]) for r in rows) == [
+        ("s0", "decider", "s0", "s0,s1,s2"), ("s1", "participant", "s0", "s0,s1,s2")], out.stdout
+    info = c.table(name)
+    sid = info.placement[info.schema.bucket_of_key(keys[0])]
+    body, flags = c._body(info, [(keys[0], "blocked")])
+    with pytest.raises(ConflictError, match=f"locked by transaction {txn}"):  # a plain PUT, not retried
+        cl.request(sid, Kind.PUT, {"table": info.full_name}, body, flags)
     _wait_decided(cl, txn, "aborted")
     assert _values(c, name, keys) == {"old"}
     _no_in_doubt(cl)
@@ -218,3 +233,24 @@ def test_server_killed_while_prepared_nobody_committed(cl: Cluster, tmp_path: Pa
     assert _values(c, name, keys) == {"old"}
     _no_in_doubt(cl)
     _locks_free(c, name, keys)
+
+
+def test_participants_are_checked(cl: Cluster) -> None:
+    """A malformed participant list is refused before anything is logged; the part stays prepared."""
+    name = "default.indoubt_bad"
+    c, keys = _table(cl, name)
+    info = c.table(name)
+    sid = info.placement[info.schema.bucket_of_key(keys[0])]
+    conn = cl.connection(sid)
+    try:
+        body, flags = c._body(info, [(keys[0], "x")])
+        conn.request(Kind.TXN_STAGE, {"txn": "bad-p", "table": info.full_name, "op": "upsert"}, body, flags)
+        conn.request(Kind.TXN_PREPARE, {"txn": "bad-p", "part": ""})
+        for ps, msg in [([], "distinct server ids"), (["s9", "s9"], "distinct server ids"), ([3], "distinct"),
+                        (["s9"], f"does not name this server \\('{sid}'\\)")]:
+            with pytest.raises(BadArgumentError, match=msg):
+                conn.request(Kind.TXN_PREPARE, {"txn": "bad-p", "parts": [""], "participants": ps})
+        assert conn.request(Kind.TXN_STATUS, {"txn": "bad-p"}).metadata["state"] == "open"
+        assert conn.request(Kind.TXN_ABORT, {"txn": "bad-p"}).metadata["state"] == "aborted"
+    finally:
+        conn.close()

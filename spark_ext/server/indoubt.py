@@ -224,6 +224,7 @@ class InDoubtResolver:
         self.timeout_s = timeout_s
         self.poll_s = poll_s
         self._pools: dict[tuple[str, int], ConnectionPool] = {}
+        self._warned: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -277,7 +278,9 @@ class InDoubtResolver:
     def step(self, force: bool = False) -> None:
         """Resolve what can be resolved now. ``force``: ask deciders even about
         transactions whose coordinator spoke recently (a leader changed). O(prepared)."""
-        for t in self.txns.prepared():
+        prepared = self.txns.prepared()
+        self._warned.intersection_update(t.txn_id for t in prepared)  # forget the settled ones
+        for t in prepared:
             if not t.participants:
                 continue  # no participants: only its coordinator (or an operator) can decide
             try:
@@ -286,7 +289,11 @@ class InDoubtResolver:
                 else:
                     self._as_participant(t, force)
             except Exception as e:
-                logger.warning("transaction %s stays in doubt for now: %s", t.txn_id, e)
+                # Once per transaction at WARNING (a decider down for long would flood the log).
+                first = t.txn_id not in self._warned
+                self._warned.add(t.txn_id)
+                logger.log(logging.WARNING if first else logging.DEBUG,
+                           "transaction %s stays in doubt for now: %s", t.txn_id, e)
 
     def _fenced(self, txn_id: str) -> bool:
         f = self.txns.fence_of(txn_id)
@@ -315,6 +322,7 @@ class InDoubtResolver:
         else:
             state = self.txns.abort(t.txn_id, reason=f"in-doubt resolution: {why}")
         logger.warning("in-doubt transaction %s %s: %s", t.txn_id, state, why)
+        self._warned.discard(t.txn_id)
         return state
 
     def _ask(self, sid: str, txn_id: str) -> str:

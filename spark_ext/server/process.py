@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from spark_ext.client.connection import ConnectionPool
 from spark_ext.locator.catalog import Catalog
@@ -137,7 +137,7 @@ class StoreServerProcess(Process):
         if cfg.locator is not None:
             self._locator = ConnectionPool(cfg.locator[0], cfg.locator[1], cfg.secret, timeout=10.0, max_idle=1)
         resolver = _start_resolver(cfg, self.service, self._peer_address)
-        self.service.fence.on_newer = lambda g, t: (self.service.txns.abort_fenced(g, t), resolver.wake())
+        self.service.fence.on_newer = _on_newer_token(self.service, resolver)
         self.frames = FrameServer(cfg.host, cfg.port, secret=cfg.secret, role=self.role,
                                   extra_hello={"server_id": self.server_id})
         self.service.register(self.frames)
@@ -219,6 +219,13 @@ def _start_resolver(cfg: ServerConfig, service: StoreService, peer: Any) -> InDo
     return resolver
 
 
+def _on_newer_token(service: StoreService, resolver: InDoubtResolver) -> Callable[[str, int], None]:
+    def on_newer(group: str, token: int) -> None:
+        service.txns.abort_fenced(group, token)  # the deposed leader's open transactions go at once
+        resolver.wake()  # its prepared ones are settled with their deciders
+    return on_newer
+
+
 class LocatorProcess(Process):
     """A locator alone."""
 
@@ -261,7 +268,7 @@ class EmbeddedProcess(Process):
         self.service.fence = fences
         # One server: it is the decider of whatever it prepares; it has no peers.
         resolver = _start_resolver(cfg, self.service, None)
-        fences.on_newer = lambda g, t: (self.service.txns.abort_fenced(g, t), resolver.wake())
+        fences.on_newer = _on_newer_token(self.service, resolver)
         self.locator = LocatorService(self.catalog, cfg.secret, cfg.lost_after_s)
         self.locator.lease_service = LeaseService(LeaseTable(cfg.data_dir / "leases.json"))
         self.locator.lease_service.on_grant = fences.observe
