@@ -88,3 +88,12 @@ def test_routing_and_cross_server_statements(spark, cluster) -> None:
     assert spark.table(t).count() == before
     spark.sql(f"INSERT OVERWRITE {t} SELECT k, d, id, v FROM {t} WHERE id < 10")
     assert sorted(r.id for r in spark.table(t).collect()) == [2, 3, 4, 5, 6, 7, 8, 9]
+    # The JVM coordinator named the participants and committed the decider (s0, the
+    # first by id) first: s0's ledger holds each successful statement's commit, the
+    # others hold none (docs/in-doubt.md).
+    data = Path(secret).parent
+    decided = [json.loads(x)["txn"] for x in (data / "s0" / "txn_decisions.jsonl").read_text().splitlines()]
+    assert len(decided) == 4 and all(x.startswith("spark-") for x in decided), decided
+    for sid in ("s1", "s2"):
+        f = data / sid / "txn_decisions.jsonl"
+        assert not f.exists() or f.read_text() == ""
