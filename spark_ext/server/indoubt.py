@@ -7,9 +7,11 @@ them in the job-form TXN_PREPARE as ``participants``, the first one being the
 and the others only after the decider answered. So:
 
 * the decider's outcome IS the transaction's outcome. The decider writes a commit to
-  its :class:`DecisionLedger` (durably) before applying it, and the ledger outlives
-  the log records, so a commit is not forgotten by a restart or a checkpoint; abort is
-  presumed (a decider that does not know the transaction answers ``aborted``);
+  its :class:`DecisionLedger` before applying it (its log's COMMIT record, fsynced with
+  the commit, backs it up until the ledger is fsynced, which happens before a
+  checkpoint trims that record), and the ledger outlives the log records, so a commit
+  is not forgotten by a restart or a checkpoint; abort is presumed (a decider that does
+  not know the transaction answers ``aborted``);
 * a participant other than the decider never decides: when in doubt it asks the
   decider (TXN_STATUS ``{txn, resolve: true}``) and follows its answer —
   ``committed`` -> commit, ``aborted`` or ``unknown`` -> abort, ``prepared`` -> ask
@@ -100,6 +102,11 @@ def participant_verdict(decider_state: str) -> str | None:
 # --- the decider's durable record ----------------------------------------------------------
 
 
+def _datasync(fd: int) -> None:
+    """Make appended data durable (its size too); fdatasync skips the timestamps."""
+    getattr(os, "fdatasync", os.fsync)(fd)
+
+
 class DecisionLedger:
     """The commits decided by this server as a transaction's decider. Thread-safe.
 
@@ -107,21 +114,21 @@ class DecisionLedger:
     know a transaction answers ``aborted``), so an abort needs no record. An append-only
     JSON-lines file (``{"txn", "at"}``), read at start; it keeps the newest
     ``max_entries`` commits no older than ``retention_s`` (rewritten at start and when it
-    has grown to twice that). ``record`` is O(1) plus one fsync when ``sync``; ``get``
-    is O(1).
+    has grown to twice that). ``record`` writes to the OS without an fsync (O(1)): the
+    commit's own log record is fsynced right after it and backs it up, so
+    :meth:`sync` must run before the log drops that record (a checkpoint), and
+    :meth:`backfill` after a restart with the commits the log still holds. ``get`` is O(1).
 
     Args:
         path: the file (None: in memory only, for a store without a data directory).
-        sync: fsync every record (a server whose log is fsynced at commit).
         max_entries, retention_s: how much is kept. A participant still in doubt after
             its decider forgot the commit (down for longer than this) would get
             ``unknown`` and abort: size these above the longest outage to survive.
     """
 
-    def __init__(self, path: Path | None, sync: bool = True, max_entries: int = 200_000,
-                 retention_s: float = 7 * 86400.0) -> None:
+    def __init__(self, path: Path | None, max_entries: int = 200_000, retention_s: float = 7 * 86400.0) -> None:
         self.path = path
-        self.sync = sync
+        self._dirty = False
         self.max_entries = max_entries
         self.retention_s = retention_s
         self._lock = threading.Lock()
@@ -167,26 +174,47 @@ class DecisionLedger:
             return COMMIT if txn_id in self._commits else None
 
     def record(self, txn_id: str) -> None:
-        """Record a commit durably (returns once it is on disk when ``sync``). O(1)."""
+        """Record a commit (in the OS's hands on return: a crash of the process keeps it,
+        a crash of the machine needs :meth:`sync` or the log's backup). O(1)."""
         with self._lock:
-            if txn_id in self._commits:
-                return
-            at = time.time()
-            if self._file is not None:
-                self._file.write(json.dumps({"txn": txn_id, "at": at}) + "\n")
-                self._file.flush()
-                if self.sync:
-                    os.fsync(self._file.fileno())
-                self._lines += 1
-            self._commits[txn_id] = at
-            if self._lines > 2 * self.max_entries:
-                self._compact()
+            self._add(txn_id)
+
+    def _add(self, txn_id: str) -> None:
+        if txn_id in self._commits:
+            return
+        at = time.time()
+        if self._file is not None:
+            self._file.write(json.dumps({"txn": txn_id, "at": at}) + "\n")
+            self._file.flush()
+            self._lines += 1
+            self._dirty = True
+        self._commits[txn_id] = at
+        if self._lines > 2 * self.max_entries:
+            self._compact()
+
+    def backfill(self, txn_ids: list[str]) -> int:
+        """Record commits the log replayed at start (a machine crash may have lost their
+        ledger lines), then sync. Returns how many were missing. O(len(txn_ids))."""
+        with self._lock:
+            missing = [x for x in dict.fromkeys(txn_ids) if x not in self._commits]
+            for x in missing:
+                self._add(x)
+        self.sync()
+        return len(missing)
+
+    def sync(self) -> None:
+        """Make every recorded commit durable (one fdatasync if anything is new)."""
+        with self._lock:
+            if self._dirty and self._file is not None:
+                _datasync(self._file.fileno())
+                self._dirty = False
 
     def __len__(self) -> int:
         with self._lock:
             return len(self._commits)
 
     def close(self) -> None:
+        self.sync()
         with self._lock:
             if self._file is not None:
                 self._file.close()
@@ -248,6 +276,10 @@ class InDoubtResolver:
     def start(self) -> None:
         """Apply the ledger's decisions to transactions a restart restored in doubt,
         then resolve in the background. Call before the server accepts requests."""
+        n = self.ledger.backfill(self.txns.store.recovered_commits)
+        if n:
+            logger.info("in-doubt ledger: %d commit(s) restored from the log", n)
+        self.txns.store.before_log_trim = self.ledger.sync
         for t in self.txns.prepared():
             recorded = self.ledger.get(t.txn_id)
             if recorded is not None:
@@ -269,6 +301,7 @@ class InDoubtResolver:
             if self._stop.is_set():
                 return
             try:
+                self.ledger.sync()  # bounds what a machine crash can take from the ledger alone
                 self.step(force=woken)
             except Exception:
                 logger.exception("in-doubt resolution failed; retrying in %.0fs", self.poll_s)

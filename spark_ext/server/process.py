@@ -209,9 +209,9 @@ class StoreServerProcess(Process):
 
 
 def _start_resolver(cfg: ServerConfig, service: StoreService, peer: Any) -> InDoubtResolver:
-    """The in-doubt resolver of a store server: its ledger beside the data, fsynced like
-    the log. Decisions recorded before a restart are applied before the first request."""
-    ledger = DecisionLedger(cfg.data_dir / "txn_decisions.jsonl", sync=cfg.flush == "commit")
+    """The in-doubt resolver of a store server, its ledger beside the data. Decisions
+    recorded before a restart are applied before the first request."""
+    ledger = DecisionLedger(cfg.data_dir / "txn_decisions.jsonl")
     resolver = InDoubtResolver(service.txns, service.server_id, ledger, service.fence, peer, cfg.secret,
                                timeout_s=cfg.indoubt_timeout_s, poll_s=min(2.0, max(0.2, cfg.indoubt_timeout_s / 2)))
     service.resolver = resolver

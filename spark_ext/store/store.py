@@ -130,6 +130,12 @@ class Store:
         self.data_dir = Path(data_dir) if data_dir is not None else None
         self._wal: WriteAheadLog | None = None
         self._prepare_lsns: dict[str, int] = {}
+        #: Ids of the two-phase commits whose COMMIT records recovery replayed (the
+        #: in-doubt resolver's ledger is rebuilt from them, see spark_ext/server/indoubt.py).
+        self.recovered_commits: list[str] = []
+        #: Called before a checkpoint trims the log (the in-doubt resolver makes its
+        #: ledger durable first: the trimmed COMMIT records were its backup).
+        self.before_log_trim: Callable[[], None] | None = None
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._recover()
@@ -613,6 +619,7 @@ class Store:
                 prepared[rec[1]] = (lsn, rec[2], rec[3] if len(rec) > 3 else None)  # [3]: coordination meta
                 continue
             if kind == "commit":
+                self.recovered_commits.append(rec[1])
                 entry = prepared.pop(rec[1], None)
                 if entry is not None and lsn > ckpt_lsn:
                     self._replay_changes(entry[1])
@@ -735,6 +742,8 @@ class Store:
         # unreadable, recovery falls back to the older one and replays from there.
         kept = ckpt.list_checkpoints(ckpt_dir)
         oldest = kept[0][0] if kept else lsn
+        if self.before_log_trim is not None:
+            self.before_log_trim()
         self._wal.truncate_before(min(replay_from, oldest) + 1)
         logger.info("checkpoint at lsn %d written", lsn)
         return lsn

@@ -57,7 +57,7 @@ def test_participant_verdict(state: str, want: str | None) -> None:
 
 def test_ledger_is_durable_and_bounded(tmp_path: Path) -> None:
     p = tmp_path / "decisions.jsonl"
-    led = DecisionLedger(p, sync=True, max_entries=3)
+    led = DecisionLedger(p, max_entries=3)
     for i in range(5):
         led.record(f"t{i}")
     led.record("t4")  # a repeat is not a second line
@@ -195,6 +195,39 @@ def test_a_restart_restores_participants_and_fence_and_applies_the_ledger(tmp_pa
             r.step()
             assert mgr.status("undecided")["state"] == "aborted"
             assert s.table(T).get(2) == (2, "old") and s.in_doubt() == []
+        finally:
+            r.close()
+    finally:
+        s.close()
+
+
+def test_the_ledger_is_rebuilt_from_the_log_and_synced_before_a_checkpoint_trims_it(tmp_path: Path) -> None:
+    """A machine crash may lose ledger lines written without an fsync; the log's COMMIT
+    records back them up until a checkpoint, which syncs the ledger first."""
+    data, ledger_path = tmp_path / "store", tmp_path / "decisions.jsonl"
+    s = Store(data, background=False)
+    s.create_table(T, [("id", "int64"), ("v", "string")], "id", 2)
+    mgr = TxnManager(s)
+    _prepare(mgr, "c1", 1, ["s0", "s1"])
+    assert mgr.commit("c1", None) == "committed"  # no resolver here: no ledger line written
+    s.close()
+
+    s = Store(data, background=False)
+    try:
+        assert s.recovered_commits == ["c1"]
+        mgr = TxnManager(s)
+        led = DecisionLedger(ledger_path)
+        r = _resolver(mgr, ledger=led)
+        r.start()
+        try:
+            assert led.get("c1") == COMMIT and r.answer("c1") == "committed"
+            assert json.loads(ledger_path.read_text())["txn"] == "c1"
+            assert s.before_log_trim == led.sync  # installed by start()
+            synced: list[bool] = []
+            real = led.sync
+            s.before_log_trim = lambda: (synced.append(True), real())[1]  # type: ignore[func-returns-value]
+            s.checkpoint()
+            assert synced == [True]
         finally:
             r.close()
     finally:
