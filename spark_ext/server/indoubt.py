@@ -266,6 +266,10 @@ class InDoubtResolver:
         # is the transaction's outcome, whatever happens to this process.
         if outcome == COMMIT and t.participants and t.participants[0] == self.server_id:
             self.ledger.record(t.txn_id)
+            if not self.txns.store.logged_prepare(t.txn_id):
+                # Nothing of it is in the log (only non-persistent tables, or nothing
+                # to change here), so no COMMIT record will back the line up: sync now.
+                self.ledger.sync()
 
     def wake(self, *_: Any) -> None:
         """Look at the prepared transactions now (a newer fencing token was learned)."""

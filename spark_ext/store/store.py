@@ -547,6 +547,10 @@ class Store:
                 lsn = self._prepare_lsns[cs.id] = self._log(rec, wait=False)
             self._wait_durable(lsn, self._durability(self._tables_of(cs)))
 
+    def logged_prepare(self, txn_id: str) -> bool:
+        """Whether ``txn_id`` has a PREPARE record in the log awaiting its outcome. O(1)."""
+        return txn_id in self._prepare_lsns
+
     def _forget(self, cs: ChangeSet) -> None:
         """Drop a finished change set from the registry of named ones (its id is free)."""
         if self._txns.get(cs.id) is cs:
