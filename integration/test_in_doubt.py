@@ -254,3 +254,25 @@ def test_participants_are_checked(cl: Cluster) -> None:
         assert conn.request(Kind.TXN_ABORT, {"txn": "bad-p"}).metadata["state"] == "aborted"
     finally:
         conn.close()
+
+
+def test_decider_killed_after_committing_and_restarted(cl: Cluster, tmp_path: Path) -> None:
+    """s0 (the decider) committed and died before the coordinator reached the others:
+    they stay in doubt, holding their keys, while s0 is down (nobody else may decide),
+    and commit once it is back (its commit survived in its log and ledger)."""
+    name = "default.indoubt_decider_restart"
+    c, keys = _table(cl, name)
+    app, txn_file = _run_coordinator(cl, tmp_path, name, keys, pause_before_commit=1)
+    wait_until(lambda: os.path.exists(txn_file + ".paused"), 60, "the coordinator to reach phase 2")
+    txn = Path(txn_file).read_text()
+    assert _states(cl, txn) == {"s0": "committed", "s1": "prepared", "s2": "prepared"}
+    cl.kill_server("s0")
+    app.popen.kill()  # the coordinator dies too
+    app.popen.wait(30)
+    st = cl.request("s1", Kind.STATUS, {}).metadata
+    assert [t["txn"] for t in st["in_doubt_txns"]] == [txn]
+    cl.restart_server("s0")
+    _wait_decided(cl, txn, "committed")
+    assert _values(c, name, keys) == {"new"}
+    _no_in_doubt(cl)
+    _locks_free(c, name, keys)

@@ -304,8 +304,10 @@ class TxnManager:
 
         A new leader took over: the old one can no longer stage, prepare or commit (its
         token is refused), so its open transactions would only hold their key locks
-        until the idle timeout. Durably prepared ones are kept: the old leader may have
-        decided to commit them (phase 2 is still accepted). O(transactions).
+        until the idle timeout. Durably prepared ones are left to the in-doubt resolver
+        (spark_ext/server/indoubt.py: their decider decides), or without participants
+        kept: the old leader may have decided to commit them (phase 2 is still
+        accepted). O(transactions).
         """
         with self._lock:
             old = [x for x, (g, tk) in self._fences.items() if g == group and tk < token]
