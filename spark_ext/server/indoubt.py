@@ -252,6 +252,7 @@ class InDoubtResolver:
         self.timeout_s = timeout_s
         self.poll_s = poll_s
         self._pools: dict[tuple[str, int], ConnectionPool] = {}
+        self._addrs: dict[str, tuple[str, int] | None] = {}  # peer addresses, looked up once per pass
         self._warned: set[str] = set()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -317,6 +318,7 @@ class InDoubtResolver:
         transactions whose coordinator spoke recently (a leader changed). O(prepared)."""
         prepared = self.txns.prepared()
         self._warned.intersection_update(t.txn_id for t in prepared)  # forget the settled ones
+        self._addrs.clear()
         for t in prepared:
             if not t.participants:
                 continue  # no participants: only its coordinator (or an operator) can decide
@@ -364,7 +366,9 @@ class InDoubtResolver:
 
     def _ask(self, sid: str, txn_id: str) -> str:
         """The decider's answer about ``txn_id`` (it applies its rules first)."""
-        addr = self.peer(sid) if self.peer is not None else None
+        if sid not in self._addrs:
+            self._addrs[sid] = self.peer(sid) if self.peer is not None else None
+        addr = self._addrs[sid]
         if addr is None:
             raise ConnectionError(f"its decider {sid} is not reachable (unknown or down)")
         pool = self._pools.get(addr)
