@@ -430,3 +430,13 @@ def test_metadata_with_or_without_blanks_decodes_as_json_does(raw: bytes) -> Non
 @pytest.mark.parametrize("meta", [{"count": 1}, {"count": -3}, {"n": 2**70}, {"count": True}, {"é": 1}, {"a b": 1}, {"x": 1.5}])
 def test_one_field_metadata_encodes_as_the_json_encoder_does(meta: dict[str, Any]) -> None:
     assert frames.encode_metadata(meta) == json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 255, 10**12])
+@pytest.mark.parametrize("kind,request_id", [(0x0201, 1), (0x0202, 2**64 - 1), (0x0204, 0)])
+def test_encode_count_reply_is_the_frame_encoding(kind: int, request_id: int, count: int) -> None:
+    # The pre-encoded reply of a write must be byte for byte what Frame.encode gives.
+    want = frames.Frame(kind, request_id, {"count": count}).encode()
+    assert frames.encode_count_reply(kind, request_id, count) == want
+    (back,) = frames.read_frames(want)
+    assert back.metadata == {"count": count} and back.request_id == request_id and back.kind == kind
