@@ -440,3 +440,32 @@ def test_encode_count_reply_is_the_frame_encoding(kind: int, request_id: int, co
     assert frames.encode_count_reply(kind, request_id, count) == want
     (back,) = frames.read_frames(want)
     assert back.metadata == {"count": count} and back.request_id == request_id and back.kind == kind
+
+
+def test_repeated_write_metadata_is_parsed_once_and_never_shared() -> None:
+    # A reader reuses the parse of the last small write's metadata when the next one's
+    # bytes are the same; each frame must still get its own dict, equal to a fresh parse.
+    m1 = {"table": "db.t", "ncols": 2}
+    m2 = {"table": "db.t", "ncols": 3}
+    m3 = {"table": "db.t", "keys": [[1]]}  # a list value: never reused
+    data = b"".join([
+        frames.encode_frame(0x0201, 1, m1, b"body"),
+        frames.encode_frame(0x0201, 2, m1, b"body"),
+        frames.encode_frame(0x0201, 2, m1, b"body"),
+        frames.encode_frame(0x0201, 3, m2, b"body"),
+        frames.encode_frame(0x0201, 4, m1, b"body"),
+        frames.encode_frame(0x0203, 5, m3, b"x"),
+        frames.encode_frame(0x0203, 6, m3, b"x"),
+        frames.encode_frame(0x0201, 7, m1, b""),
+    ])
+    reader = frames.FrameReader(io.BytesIO(data))
+    got = []
+    for _ in range(8):
+        f = reader.read_frame()
+        assert f is not None
+        got.append(json.loads(json.dumps(f.metadata)))  # as read, before the changes below
+        f.metadata["ncols"] = 99  # a handler changing its request's metadata
+        if "keys" in f.metadata:
+            f.metadata["keys"].append([2])
+    assert got == [m1, m1, m1, m2, m1, m3, m3, m1]
+    assert reader.read_frame() is None
