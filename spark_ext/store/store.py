@@ -469,7 +469,7 @@ class Store:
                 # The record Store._commit writes for this change, encoded directly.
                 lsn = self._log_data(encode_point_commit(f"local-{next(_txn_ids)}", t.name, items), wait=False)
             t.check_open()
-            t.apply(False, items, ())
+            t.apply_points(items)  # what t.apply(False, items, ()) does, without its prologue
         finally:
             commit_lock.release()
         return lsn

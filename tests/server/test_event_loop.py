@@ -5,7 +5,9 @@ What must hold: replies come in request order on a connection even when inline a
 worker-handled requests are pipelined; an inline read that would wait for a table lock
 goes to the worker while the loop keeps serving other connections; replies larger than
 the socket buffer get through whole; unauthenticated connections are closed after the
-handshake timeout.
+handshake timeout; replies queued in one loop pass all go out, in order, before an
+error closes the connection; the one-row PUT fast path answers exactly as the general
+PUT handler (replies, errors and rows).
 """
 
 from __future__ import annotations
