@@ -322,7 +322,11 @@ class FrameServer:
                 logger.debug("connection from %s ended: %s", c.session.peer, e)
                 self._close(c)
                 return
-            if frame is None:
+            if frame is None:  # the peer is done sending; it may still read replies
+                if c.pending:
+                    self._push(c)
+                    if c.out:  # closed once they are out: EOF is read again after EVENT_WRITE
+                        return
                 self._close(c)
                 return
             self._handle(c, frame)

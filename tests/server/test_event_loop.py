@@ -276,3 +276,21 @@ def _rows_of(store: Store, name: str) -> list[tuple[object, ...]]:
     for b in t.scan():
         out.extend(zip(*(c.to_pylist() for c in b.columns)))
     return sorted(out, key=lambda r: r[0])  # type: ignore[arg-type, return-value]
+
+
+def test_replies_reach_a_client_that_closed_its_sending_side(served: tuple[Store, FrameServer]) -> None:
+    # A client may send its requests, shut down its write side and then read: the
+    # replies queued by the loop must all arrive before the server closes.
+    store, fs = served
+    codec = RowCodec(store.table(T).schema.arrow_schema)
+    for _ in range(10):
+        sock, reader = _connect(fs.port)
+        sock.sendall(b"".join(encode_frame(int(Kind.GET), i, {"table": T, "key": [i]}) for i in range(1, 6))
+                     + encode_frame(int(Kind.PUT), 6, {"table": T, "ncols": 2}, codec.encode([(6, "six")]),
+                                    int(Flags.COMPACT_ROWS)))
+        sock.shutdown(socket.SHUT_WR)
+        replies = [reader.read_frame() for _ in range(6)]
+        assert [codec.decode(r.body, presence=True) for r in replies[:5]] == [[(i, f"v{i}")] for i in range(1, 6)]  # type: ignore[union-attr]
+        assert replies[5] is not None and replies[5].metadata == {"count": 1}
+        assert reader.read_frame() is None
+        sock.close()
