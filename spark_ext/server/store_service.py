@@ -211,9 +211,9 @@ class StoreService:
                 raise WouldBlock
             try:
                 rows = self._codec(t).decode(f.body)
-                if len(rows) != 1:
+                row = rows[0] if len(rows) == 1 else None
+                if row is None:
                     return general(f, s)  # rare (several rows, or none): the general path
-                row = rows[0]
                 if owned[name] is not None:
                     kp = schema.key_positions
                     k = tuple(row[i] for i in kp) if len(kp) > 1 else row[kp[0]]

@@ -4,12 +4,12 @@ One event-loop thread (``selectors``: epoll on Linux) accepts connections and re
 their frames. Requests of kinds registered ``inline`` (point reads: short, bounded,
 never waiting for I/O) are answered on that thread: a busy server answers several
 ready connections per wake-up, with no thread switch or GIL hand-off per request,
-which is most of what a point request costs in Python. The replies of one wake-up
-are queued and sent together once every ready connection has been served (see
-``FrameServer._send``). Every other request is handed
-to the connection's own worker thread (started on its first such request), which
-answers it with blocking sends exactly as a thread-per-connection server would, and
-then gives the connection back to the loop. While a worker holds a connection the
+which is most of what a point request costs in Python; the replies of one wake-up are
+queued and sent together once every ready connection has been served (see
+``FrameServer._send``). Every other request is handed to the connection's own worker
+thread (started on its first such request), which answers it with blocking sends
+exactly as a thread-per-connection server would, and then gives the connection back
+to the loop. While a worker holds a connection the
 loop does not read from it, so each connection's requests are still handled one at a
 time, in order, and its replies never interleave. An inline handler that would have to
 wait (a busy table lock) raises :class:`WouldBlock` and the request goes to the worker.
@@ -45,8 +45,10 @@ from spark_ext.wire.kinds import ErrorCode, Kind, is_known_kind, kind_name
 
 logger = logging.getLogger(__name__)
 
-Reply = Union[Frame, Iterable[Frame], bytes, None]  # bytes: an encoded frame (inline handlers only)
+Reply = Union[Frame, Iterable[Frame], None]
 Handler = Callable[[Frame, "Session"], Reply]
+#: An inline handler may also return its reply already encoded (one whole frame).
+InlineHandler = Callable[[Frame, "Session"], Union[Reply, bytes]]
 
 SERVER_NAME = "spark-ext/0.1"
 
@@ -134,7 +136,7 @@ class FrameServer:
         self.extra_hello = dict(extra_hello or {})
         self.handshake_timeout_s = handshake_timeout_s
         self.handlers: dict[int, Handler] = {int(Kind.PING): self._ping}
-        self._inline: dict[int, Handler] = {}
+        self._inline: dict[int, InlineHandler] = {}
         self._sock: socket.socket | None = None
         self._loop_thread: threading.Thread | None = None
         self._sel: selectors.BaseSelector | None = None
@@ -149,7 +151,7 @@ class FrameServer:
         self._dirty: list[_Conn] = []  # connections with replies queued in this pass (loop thread only)
         self.on_disconnect: list[Callable[[Session], None]] = []
 
-    def register(self, kind: Kind, handler: Handler, inline: Handler | None = None) -> None:
+    def register(self, kind: Kind, handler: Handler, inline: InlineHandler | None = None) -> None:
         """Serve ``kind`` with ``handler`` (replacing any earlier one). O(1).
 
         ``handler`` runs on the connection's worker thread and may take as long as it
@@ -388,12 +390,12 @@ class FrameServer:
                 return
         self._hand_to_worker(c, frame)
 
-    def _answer(self, handler: Handler, frame: Frame, session: Session) -> bytes:
+    def _answer(self, handler: InlineHandler, frame: Frame, session: Session) -> bytes:
         """The encoded reply of an inline handler (an error reply if it fails). An inline
         handler may return its reply encoded already (``bytes``: one whole frame)."""
         try:
             reply = handler(frame, session)
-            if type(reply) is bytes:
+            if isinstance(reply, bytes):
                 return reply
             if reply is None:
                 reply = Frame(frame.kind, frame.request_id, {})
@@ -440,12 +442,11 @@ class FrameServer:
     def _take_pending(self, c: _Conn) -> bytes | memoryview:
         """Everything ``c`` still has to send, in order, as one buffer; clears it. O(size)."""
         pend = c.pending
-        if not pend:
-            return c.out
-        data = pend[0] if len(pend) == 1 else b"".join(pend)
-        pend.clear()
-        if c.out:
-            data = bytes(c.out) + data
+        data: bytes | memoryview = c.out
+        if pend:
+            joined = pend[0] if len(pend) == 1 else b"".join(pend)
+            pend.clear()
+            data = bytes(data) + joined if data else joined
         c.out = b""
         return data
 
