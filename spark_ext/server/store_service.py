@@ -33,7 +33,7 @@ from spark_ext.store.txn import order_rows
 from spark_ext.wire import values
 from spark_ext.wire.arrowio import read_ipc_stream, write_ipc_stream
 from spark_ext.wire.errors import WireError
-from spark_ext.wire.frames import Flags, Frame
+from spark_ext.wire.frames import Flags, Frame, encode_count_reply
 from spark_ext.wire.kinds import ErrorCode, Kind
 from spark_ext.wire.predicates import validate_predicate
 from spark_ext.wire.rowcodec import RowCodec, codec_for
@@ -148,7 +148,10 @@ class StoreService:
         if self.store.flush != "commit":  # with "commit" every write waits for an fsync
             for kind, fn in {Kind.PUT: self.put, Kind.INSERT: self.insert,
                              Kind.UPDATE: self.update, Kind.DELETE: self.delete}.items():
-                server.register(kind, self._guarded(kind, fn), inline=self._inline_write(fn))
+                inline = self._inline_write(fn)
+                if kind == Kind.PUT:
+                    inline = self._inline_put(inline)
+                server.register(kind, self._guarded(kind, fn), inline=inline)
 
     def _inline_read(self, fn: Any) -> Any:
         """Wrap a point-read handler for the event loop: raise WouldBlock rather than wait
@@ -178,6 +181,50 @@ class StoreService:
             if t.flush == "commit":  # the table's own policy: this write waits for an fsync
                 raise WouldBlock
             return _unless_locked(t, fn, f, s)
+        return inline
+
+    def _inline_put(self, general: Any) -> Any:
+        """The event loop's PUT handler: the common request, one compact row of every
+        user column, ``{table, ncols}`` and nothing else (no fence), answered with the
+        fewest steps; any other PUT goes to ``general`` (the :meth:`_inline_write`
+        wrapper of :meth:`put`), whose checks and errors it keeps.
+
+        It makes the same checks in the same order as ``general`` and :meth:`put`
+        (table hosted, flush not ``commit``, no commit under way, table lock free,
+        rows decoded by the same codec, bucket owned), and the engine's one-row upsert
+        does the rest; the reply comes pre-encoded. O(row size).
+        """
+        store = self.store
+        owned = self.owned
+
+        def inline(f: Frame, s: Session) -> Any:
+            m = f.metadata
+            name = m.get("table")
+            t = store.tables.get(name) if type(name) is str else None
+            if (t is None or f.flags != _COMPACT or len(m) != 2 or t.flush == "commit"
+                    or len(f.body) > INLINE_WRITE_BYTES or name not in owned):
+                return general(f, s)
+            schema = t.schema
+            if m.get("ncols") != schema.num_user_columns or schema.hidden_rowid:
+                return general(f, s)
+            if store.commit_busy():
+                raise WouldBlock
+            lock = t.lock
+            if not lock.acquire(blocking=False):
+                raise WouldBlock
+            try:
+                rows = self._codec(t).decode(f.body)
+                row = rows[0] if len(rows) == 1 else None
+                if row is None:
+                    return general(f, s)  # rare (several rows, or none): the general path
+                if owned[name] is not None:
+                    kp = schema.key_positions
+                    k = tuple(row[i] for i in kp) if len(kp) > 1 else row[kp[0]]
+                    self._check_owned(t, (schema.bucket_of_key(schema.coerce_key(k)),))
+                n = t.upsert(row)
+            finally:
+                lock.release()
+            return encode_count_reply(f.kind, f.request_id, n)
         return inline
 
     def _guarded(self, kind: Kind, fn: Any) -> Any:

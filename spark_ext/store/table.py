@@ -404,6 +404,13 @@ class Table:
                         for k in batch_keys(schema, sub):
                             bucket.remove(k)
                 bucket.add_run(sub, presorted=bounds is not None)
+        self.apply_points(point)
+
+    def apply_points(self, point: Iterable[tuple[Any, Any]]) -> None:
+        """Apply committed point changes ``(key, row or None)`` (caller holds the lock):
+        the point part of :meth:`apply`, called alone by the one-row write path.
+        O(#changes x #runs log n)."""
+        schema = self.schema
         buckets = self.buckets
         bucket_of = schema.bucket_of_key
         for k, row in point:

@@ -144,11 +144,15 @@ def segment_name(first_lsn: int) -> str:
     return f"wal-{first_lsn:020d}.log"
 
 
-def _write_all(fd: int, header: bytes, payload: memoryview) -> None:
+_HAVE_WRITEV: Final = hasattr(os, "writev")
+
+
+def _write_all(fd: int, header: bytes, payload: bytes | memoryview, size: int) -> None:
     # One writev: the record reaches the kernel without being copied into a user-space
-    # buffer; the loop covers short writes (signals, nearly full disks).
-    total = len(header) + payload.nbytes
-    written = os.writev(fd, [header, payload]) if hasattr(os, "writev") else -1
+    # buffer; the loop covers short writes (signals, nearly full disks). ``size``: the
+    # payload's length in bytes.
+    total = len(header) + size
+    written = os.writev(fd, [header, payload]) if _HAVE_WRITEV else -1
     if written == -1:  # pragma: no cover - no writev on this platform
         written = os.write(fd, header + bytes(payload))
     while written < total:
@@ -358,8 +362,12 @@ class WriteAheadLog:
             WalError: the log is closed, an earlier fsync failed, or the write or
                 fsync failed (the record is then not in the log).
         """
-        view = memoryview(payload).cast("B")
-        size = view.nbytes
+        if type(payload) is bytes:  # the usual case: no view needed
+            view: bytes | memoryview = payload
+            size = len(payload)
+        else:
+            view = memoryview(payload).cast("B")
+            size = view.nbytes
         if size > _MAX_PAYLOAD:
             raise ValueError(f"record of {size} bytes exceeds the {_MAX_PAYLOAD}-byte limit")
         with self._lock:
@@ -372,7 +380,7 @@ class WriteAheadLog:
             crc = zlib.crc32(view, zlib.crc32(lsn.to_bytes(8, "little")))
             header = _HEADER.pack(MAGIC, size, crc, lsn)
             try:
-                _write_all(self._fd, header, view)
+                _write_all(self._fd, header, view, size)
             except OSError as exc:
                 self._undo_partial_write(active, exc)
                 raise WalError(f"write to {active.path} failed: {exc}") from exc

@@ -5,7 +5,9 @@ What must hold: replies come in request order on a connection even when inline a
 worker-handled requests are pipelined; an inline read that would wait for a table lock
 goes to the worker while the loop keeps serving other connections; replies larger than
 the socket buffer get through whole; unauthenticated connections are closed after the
-handshake timeout.
+handshake timeout; replies queued in one loop pass all go out, in order, before an
+error closes the connection; the one-row PUT fast path answers exactly as the general
+PUT handler (replies, errors and rows).
 """
 
 from __future__ import annotations
@@ -15,22 +17,26 @@ import threading
 import time
 from typing import Iterator
 
+import pyarrow as pa
 import pytest
 
 from spark_ext.client.connection import Connection
 from spark_ext.server.store_service import StoreService
 from spark_ext.server.tcp import FrameServer
 from spark_ext.store import Store
-from spark_ext.wire.frames import Flags, FrameReader, encode_frame
+from spark_ext.wire.errors import WireError
+from spark_ext.wire.frames import Flags, Frame, FrameReader, encode_frame
 from spark_ext.wire.kinds import Kind
 from spark_ext.wire.rowcodec import RowCodec
 
 T, U = "db.t", "db.u"
 
 
-@pytest.fixture()
-def served() -> Iterator[tuple[Store, FrameServer]]:
-    store = Store(None, background=False)
+@pytest.fixture(params=["commit", "group"])
+def served(request: pytest.FixtureRequest) -> Iterator[tuple[Store, FrameServer]]:
+    # flush "commit": writes go to the connections' workers; "group": small writes are
+    # answered on the event loop (tcp.py), PUTs of one row by the fast path.
+    store = Store(None, background=False, flush=request.param)
     t = store.create_table(T, [("id", "int64"), ("v", "string")], ["id"], 4)
     t.insert([(i, f"v{i}") for i in range(100)])
     store.create_table(U, [("id", "int64"), ("v", "string")], ["id"], 2).insert([(1, "u1")])
@@ -55,7 +61,7 @@ def test_pipelined_inline_and_worker_requests_reply_in_order(served: tuple[Store
     store, fs = served
     codec = RowCodec(store.table(T).schema.arrow_schema)
     sock, reader = _connect(fs.port)
-    # GET (inline), COUNT (worker), GET, PUT (worker), GET of the row just put, unknown
+    # GET (inline), COUNT (worker), GET, PUT (worker; inline with flush group), GET of the row just put, unknown
     # kind (worker: error reply), GET: all sent in one write before reading anything.
     put_body = codec.encode([(500, "new")])
     reqs = [
@@ -151,3 +157,140 @@ def test_unauthenticated_connection_is_closed_after_the_handshake_timeout() -> N
         c.close()
     finally:
         fs.stop()
+
+
+def test_pipelined_puts_of_many_connections_reply_in_order(served: tuple[Store, FrameServer]) -> None:
+    # Replies of one loop pass are queued and sent at its end: with 8 connections each
+    # pipelining 60 one-row PUTs (the inline fast path: {table, ncols}) and a GET of its
+    # last key, every connection must get all its replies, in order, each counting 1.
+    store, fs = served
+    codec = RowCodec(store.table(T).schema.arrow_schema)
+    conns = [_connect(fs.port) for _ in range(8)]
+    n = 60
+    for c, (sock, _) in enumerate(conns):
+        reqs = [encode_frame(int(Kind.PUT), i + 1, {"table": T, "ncols": 2},
+                             codec.encode([(1000 + c * n + i, f"c{c}-{i}")]), int(Flags.COMPACT_ROWS))
+                for i in range(n)]
+        reqs.append(encode_frame(int(Kind.GET), n + 1, {"table": T, "key": [1000 + c * n + n - 1]}))
+        sock.sendall(b"".join(reqs))
+    for c, (sock, reader) in enumerate(conns):
+        replies = [reader.read_frame() for _ in range(n + 1)]
+        assert [r.request_id for r in replies if r is not None] == list(range(1, n + 2))
+        assert all(r.metadata == {"count": 1} and not r.is_error for r in replies[:n])  # type: ignore[union-attr]
+        assert codec.decode(replies[n].body, presence=True) == [(1000 + c * n + n - 1, f"c{c}-{n - 1}")]  # type: ignore[union-attr]
+        sock.close()
+    t = store.table(T)
+    assert t.count() == 100 + 8 * n
+    assert all(t.get(1000 + c * n + i) == (1000 + c * n + i, f"c{c}-{i}") for c in range(8) for i in range(n))
+
+
+def test_replies_queued_before_a_malformed_frame_are_sent_before_the_close(served: tuple[Store, FrameServer]) -> None:
+    # Two GETs and a PUT answered inline (queued in the pass), then garbage: the client
+    # must read the three replies, then the error reply, then the end of the stream.
+    store, fs = served
+    codec = RowCodec(store.table(T).schema.arrow_schema)
+    sock, reader = _connect(fs.port)
+    sock.sendall(encode_frame(int(Kind.GET), 1, {"table": T, "key": [7]})
+                 + encode_frame(int(Kind.GET), 2, {"table": T, "key": [8]})
+                 + encode_frame(int(Kind.PUT), 3, {"table": T, "ncols": 2}, codec.encode([(9, "nine")]),
+                                int(Flags.COMPACT_ROWS))
+                 + b"XX" + bytes(40))
+    r1, r2, r3, err = (reader.read_frame() for _ in range(4))
+    assert r1 is not None and codec.decode(r1.body, presence=True) == [(7, "v7")]
+    assert r2 is not None and codec.decode(r2.body, presence=True) == [(8, "v8")]
+    assert r3 is not None and r3.metadata == {"count": 1}
+    assert err is not None and err.is_error and err.metadata["name"] == "MALFORMED"
+    assert reader.read_frame() is None
+    sock.close()
+    assert store.table(T).get(9) == (9, "nine")
+
+
+def _put_store() -> Store:
+    store = Store(None, background=False, flush="group")  # "commit" would not write inline
+    store.create_table(T, [("id", "int64"), ("v", "string")], ["id"], 4).insert([(i, f"v{i}") for i in range(10)])
+    store.create_table(U, pa.schema([pa.field("id", pa.int64()), pa.field("v", pa.string(), nullable=False)]), ["id"], 2)
+    cs = store.begin("holder")
+    cs.upsert(T, [(5, "staged")])  # key 5 locked by an open transaction
+    return store
+
+
+def test_inline_put_fast_path_answers_as_the_general_path() -> None:
+    # The same PUT requests answered by the event loop's fast path (one compact row,
+    # {table, ncols}) and by the general handler on a twin store: same replies (errors
+    # included: unknown table, a definition out of date, a NULL key or value, a locked
+    # key, several rows, a bucket the server does not own) and the same rows after.
+    fast_store, general_store = _put_store(), _put_store()
+    fast_service, general_service = StoreService(fast_store), StoreService(general_store)
+    for svc in (fast_service, general_service):
+        svc.owned[U] = frozenset({0})  # U's bucket 1 is hosted elsewhere
+    fs = FrameServer(role="server")
+    fast_service.register(fs)
+    general_fs = FrameServer(role="server")
+    general_service.register(general_fs)
+    general = general_fs.handlers[int(Kind.PUT)]
+    assert int(Kind.PUT) in fs._inline
+    fs.start()
+    codec = RowCodec(fast_store.table(T).schema.arrow_schema)
+    u_schema = fast_store.table(U).schema
+    u_owned = next(k for k in range(100) if u_schema.bucket_of_key(k) == 0)
+    u_other = next(k for k in range(100) if u_schema.bucket_of_key(k) == 1)
+    cases = [
+        ({"table": T, "ncols": 2}, [(3, "three")]),  # replace
+        ({"table": T, "ncols": 2}, [(77, "new")]),  # insert
+        ({"table": T, "ncols": 2}, [(5, "x")]),  # locked by "holder"
+        ({"table": T, "ncols": 2}, [(None, "x")]),  # NULL key
+        ({"table": T, "ncols": 2}, [(11, "a"), (12, "b")]),  # two rows: the general path
+        ({"table": T, "ncols": 3}, [(13, "c", 1)]),  # a definition the server has not got
+        ({"table": T, "ncols": 1}, [(14,)]),  # an older definition: padded with NULL
+        ({"table": "db.nope", "ncols": 2}, [(1, "x")]),
+        ({"table": U, "ncols": 2}, [(u_owned, "mine")]),
+        ({"table": U, "ncols": 2}, [(u_other, "theirs")]),  # NOT_OWNER
+        ({"table": U, "ncols": 2}, [(u_owned, None)]),  # NULL in a NOT NULL column
+    ]
+    sock, reader = _connect(fs.port)
+    try:
+        for rid, (meta, rows) in enumerate(cases, 1):
+            width = meta["ncols"]
+            wcodec = RowCodec(pa.schema([("id", pa.int64()), ("v", pa.string()), ("w", pa.int64())][:width]))
+            body = wcodec.encode(rows)
+            sock.sendall(encode_frame(int(Kind.PUT), rid, meta, body, int(Flags.COMPACT_ROWS)))
+            got = reader.read_frame()
+            try:
+                want = general(Frame(int(Kind.PUT), rid, dict(meta), body, int(Flags.COMPACT_ROWS)), None).metadata  # type: ignore[arg-type, union-attr]
+            except Exception as e:
+                want = WireError.from_exception(e).to_metadata()
+            assert got is not None and got.request_id == rid
+            assert got.metadata == want, (meta, rows)
+            assert got.is_error == ("code" in want)
+    finally:
+        sock.close()
+        fs.stop()
+    for name in (T, U):
+        assert _rows_of(fast_store, name) == _rows_of(general_store, name)
+    assert _rows_of(fast_store, T)[3] == (3, "three") and (77, "new") in _rows_of(fast_store, T)
+
+
+def _rows_of(store: Store, name: str) -> list[tuple[object, ...]]:
+    t = store.table(name)
+    out: list[tuple[object, ...]] = []
+    for b in t.scan():
+        out.extend(zip(*(c.to_pylist() for c in b.columns)))
+    return sorted(out, key=lambda r: r[0])  # type: ignore[arg-type, return-value]
+
+
+def test_replies_reach_a_client_that_closed_its_sending_side(served: tuple[Store, FrameServer]) -> None:
+    # A client may send its requests, shut down its write side and then read: the
+    # replies queued by the loop must all arrive before the server closes.
+    store, fs = served
+    codec = RowCodec(store.table(T).schema.arrow_schema)
+    for _ in range(10):
+        sock, reader = _connect(fs.port)
+        sock.sendall(b"".join(encode_frame(int(Kind.GET), i, {"table": T, "key": [i]}) for i in range(1, 6))
+                     + encode_frame(int(Kind.PUT), 6, {"table": T, "ncols": 2}, codec.encode([(6, "six")]),
+                                    int(Flags.COMPACT_ROWS)))
+        sock.shutdown(socket.SHUT_WR)
+        replies = [reader.read_frame() for _ in range(6)]
+        assert [codec.decode(r.body, presence=True) for r in replies[:5]] == [[(i, f"v{i}")] for i in range(1, 6)]  # type: ignore[union-attr]
+        assert replies[5] is not None and replies[5].metadata == {"count": 1}
+        assert reader.read_frame() is None
+        sock.close()

@@ -430,3 +430,42 @@ def test_metadata_with_or_without_blanks_decodes_as_json_does(raw: bytes) -> Non
 @pytest.mark.parametrize("meta", [{"count": 1}, {"count": -3}, {"n": 2**70}, {"count": True}, {"é": 1}, {"a b": 1}, {"x": 1.5}])
 def test_one_field_metadata_encodes_as_the_json_encoder_does(meta: dict[str, Any]) -> None:
     assert frames.encode_metadata(meta) == json.dumps(meta, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.mark.parametrize("count", [0, 1, 2, 255, 10**12])
+@pytest.mark.parametrize("kind,request_id", [(0x0201, 1), (0x0202, 2**64 - 1), (0x0204, 0)])
+def test_encode_count_reply_is_the_frame_encoding(kind: int, request_id: int, count: int) -> None:
+    # The pre-encoded reply of a write must be byte for byte what Frame.encode gives.
+    want = frames.Frame(kind, request_id, {"count": count}).encode()
+    assert frames.encode_count_reply(kind, request_id, count) == want
+    (back,) = frames.read_frames(want)
+    assert back.metadata == {"count": count} and back.request_id == request_id and back.kind == kind
+
+
+def test_repeated_write_metadata_is_parsed_once_and_never_shared() -> None:
+    # A reader reuses the parse of the last small write's metadata when the next one's
+    # bytes are the same; each frame must still get its own dict, equal to a fresh parse.
+    m1 = {"table": "db.t", "ncols": 2}
+    m2 = {"table": "db.t", "ncols": 3}
+    m3 = {"table": "db.t", "keys": [[1]]}  # a list value: never reused
+    data = b"".join([
+        frames.encode_frame(0x0201, 1, m1, b"body"),
+        frames.encode_frame(0x0201, 2, m1, b"body"),
+        frames.encode_frame(0x0201, 2, m1, b"body"),
+        frames.encode_frame(0x0201, 3, m2, b"body"),
+        frames.encode_frame(0x0201, 4, m1, b"body"),
+        frames.encode_frame(0x0203, 5, m3, b"x"),
+        frames.encode_frame(0x0203, 6, m3, b"x"),
+        frames.encode_frame(0x0201, 7, m1, b""),
+    ])
+    reader = frames.FrameReader(io.BytesIO(data))
+    got = []
+    for _ in range(8):
+        f = reader.read_frame()
+        assert f is not None
+        got.append(json.loads(json.dumps(f.metadata)))  # as read, before the changes below
+        f.metadata["ncols"] = 99  # a handler changing its request's metadata
+        if "keys" in f.metadata:
+            f.metadata["keys"].append([2])
+    assert got == [m1, m1, m1, m2, m1, m3, m3, m1]
+    assert reader.read_frame() is None
