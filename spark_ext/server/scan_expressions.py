@@ -192,6 +192,12 @@ def _literal(v: Any, type_name: str, bad: Callable[[str], BadArgumentError]) -> 
         return v
     if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
         raise bad(f"literal {_show(v)} is not a finite number ({type_name})")
+    if type_name == "float32":
+        with np.errstate(all="ignore"):
+            f = np.float32(v)
+        if not np.isfinite(f):
+            raise bad(f"literal {v!r} does not fit float32")
+        return float(f)
     return float(v)
 
 
