@@ -111,6 +111,9 @@ PUSHED = [
     ("SELECT CAST(h AS BIGINT) * 3, h % 3, count(*) FROM {T} GROUP BY CAST(h AS BIGINT) * 3, h % 3",
      "PushedGroupBy: [CAST(h AS long) * 3, h % 3]"),
     ("SELECT i % 100, i % 100, count(*) FROM {T} WHERE id < 2000 GROUP BY i % 100", "PushedGroupBy: [i % 100]"),
+    # the plan docs/sql.md quotes
+    ("SELECT id % 2 AS odd, COUNT(*), SUM(h * 2) FROM {T} GROUP BY id % 2 ORDER BY odd",
+     "PushedAggregates: [COUNT(*), SUM(h * 2)], PushedGroupBy: [id % 2]"),
 ]
 
 #: Queries the servers refuse: Spark aggregates the rows itself (and the result is still right).
