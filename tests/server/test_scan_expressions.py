@@ -316,3 +316,16 @@ def test_errors_reach_the_client(server) -> None:  # noqa: F811
     got, _ = scan(conn, {"table": "db.empty", "group_by": [["%", ["col", "i"], ["lit", 0, "int32"]]],
                          "aggregates": [["count_star"]]})
     assert got.num_rows == 0
+
+
+def test_values_under_nulls_are_ignored() -> None:
+    """Arrow leaves the data under a NULL arbitrary: an overflowing or zero value there must not fail."""
+    values = np.array([2**31 - 1, 0, 5, -2**31], dtype=np.int32)
+    valid = np.packbits(np.array([False, False, True, False]), bitorder="little")
+    k = pa.Array.from_buffers(pa.int32(), 4, [pa.py_buffer(valid), pa.py_buffer(values)])
+    d = pa.table({"i": k})
+    assert ev(["+", col("i"), lit(1, "int32")], d) == [None, None, 6, None]
+    assert ev(["%", lit(10, "int32"), col("i")], d) == [None, None, 0, None]
+    assert ev(["neg", col("i")], d) == [None, None, -5, None]
+    sliced = pa.table({"i": k.slice(1, 3)})  # an offset into the buffers
+    assert ev(["*", col("i"), lit(3, "int32")], sliced) == [None, 15, None]
