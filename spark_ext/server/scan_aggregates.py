@@ -23,8 +23,8 @@ columns first, vectorized, then grouped and aggregated like columns of their res
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 import json
+from dataclasses import dataclass
 from typing import Any, Iterable, Sequence, Union
 
 import pyarrow as pa
@@ -192,11 +192,7 @@ def compute(table: str, req: AggregateRequest, schema: pa.Schema, batches: Itera
     """
     data = pa.Table.from_batches(list(batches), schema=schema)
     # Expressions first (once each), so that both passes below group the same columns.
-    values: dict[int, pa.Array] = {}
-    for e in list(req.group_by) + [c for _, c in req.aggregates]:
-        if isinstance(e, Expr) and id(e) not in values:
-            values[id(e)] = sx.evaluate(table, e, data)
-    data = _with_inputs(req, data, values)
+    data = _with_inputs(table, req, data)
     named = _by_name(req)
     try:
         result = _aggregate(table, named, data, exact=False)
@@ -210,11 +206,11 @@ class _Inexact(Exception):
     pass
 
 
-def _with_inputs(req: AggregateRequest, data: pa.Table, values: dict[int, pa.Array]) -> pa.Table:
-    # Each expression's values become a column of the working table (see _slot).
+def _with_inputs(table: str, req: AggregateRequest, data: pa.Table) -> pa.Table:
+    """``data`` plus one column per expression, its values (named by _slot). O(rows * nodes)."""
     for i, e in enumerate(list(req.group_by) + [c for _, c in req.aggregates]):
         if isinstance(e, Expr):
-            data = data.append_column(_slot(i), values[id(e)])
+            data = data.append_column(_slot(i), sx.evaluate(table, e, data))
     return data
 
 
