@@ -426,6 +426,7 @@ def run_size(spark: Any, n: int, cfg: Config, tmp: Path, first: bool = True) -> 
 
 
 AGG_ROUNDS = 7
+AGG_WARMUP = 3
 STORE_NO_PUSH = "store, pushAggregates=false"
 
 
@@ -436,7 +437,8 @@ def run_agg_only(spark: Any, n: int, cfg: Config, tmp: Path) -> dict[str, list[f
     the answers agree, then runs :data:`AGG_ROUNDS` rounds of, in turn: the store table with
     aggregate push-down, the same table read with ``WITH ('pushAggregates' = 'false')``
     (Spark aggregates the streamed rows: what the store did before the group key ``k % 100``
-    could be pushed), and the cache. Answers the seconds of every round per engine.
+    could be pushed), and the cache, after :data:`AGG_WARMUP` untimed rounds. Answers the
+    seconds of every timed round per engine.
     """
     log(f"{n:,} rows: generating data (seed {cfg.seed})")
     data = make_data(n, EngineConfig(sizes=[n], engines=[], seed=cfg.seed))
@@ -460,10 +462,10 @@ def run_agg_only(spark: Any, n: int, cfg: Config, tmp: Path) -> dict[str, list[f
     for e in (STORE_NO_PUSH, CACHE):
         _check(f"aggregate of {e} vs store", answers[e], answers[STORE])
     out: dict[str, list[float]] = {e: [] for e in tables}
-    for r in range(AGG_ROUNDS + 1):  # the first round is an untimed warm-up
+    for r in range(AGG_WARMUP + AGG_ROUNDS):  # untimed warm-up rounds first (JIT, server threads)
         for e, T in tables.items():
             dt, _ = timed(lambda: spark.sql(AGG_SQL.format(T=T)).collect())
-            if r > 0:
+            if r >= AGG_WARMUP:
                 out[e].append(dt)
     log(f"{n:,} rows: GROUP BY aggregate, median of {AGG_ROUNDS} interleaved rounds (load {load_average()}): "
         + ", ".join(f"{e} {median(v) * 1000:.0f} ms" for e, v in out.items()))
