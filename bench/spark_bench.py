@@ -5,6 +5,7 @@ Run::
     python -m bench.spark_bench                  # 1,000,000 and 5,000,000 rows (~10 min)
     python -m bench.spark_bench --quick          # 100,000 rows, fewer repetitions (~1 min)
     python -m bench.spark_bench --rows 200k,1M --buckets 4
+    python -m bench.spark_bench --agg-only --rows 1M,5M   # only the GROUP BY row (see run_agg_only)
 
 One ``local[2]`` SparkSession configured by ``spark_ext.configure`` (driver memory 4 GiB so
 Spark's cache stays in memory, ``spark.sql.shuffle.partitions=4``) on a private embedded
@@ -135,6 +136,7 @@ class Config:
     tmpdir: str | None = None
     out: Path = field(default_factory=lambda: RESULTS_DIR / "spark.json")
     report: Path | None = None  # --report: reprint an earlier run
+    agg_only: bool = False  # --agg-only: the GROUP BY row alone, with push-down on and off
 
     def rounds_for(self, n: int) -> int:
         return self.big_rounds if n >= self.big_rows else self.rounds
@@ -423,6 +425,57 @@ def run_size(spark: Any, n: int, cfg: Config, tmp: Path, first: bool = True) -> 
     return res
 
 
+AGG_ROUNDS = 7
+AGG_WARMUP = 3
+STORE_NO_PUSH = "store, pushAggregates=false"
+
+
+def run_agg_only(spark: Any, n: int, cfg: Config, tmp: Path) -> dict[str, list[float]]:
+    """Only the GROUP BY aggregate (operation 3), for before/after comparisons of its push-down.
+
+    Loads the store table and the cached view as ``run_size`` does (no Parquet), checks that
+    the answers agree, then runs :data:`AGG_ROUNDS` rounds of, in turn: the store table with
+    aggregate push-down, the same table read with ``WITH ('pushAggregates' = 'false')``
+    (Spark aggregates the streamed rows: what the store did before the group key ``k % 100``
+    could be pushed), and the cache, after :data:`AGG_WARMUP` untimed rounds. Answers the
+    seconds of every timed round per engine.
+    """
+    log(f"{n:,} rows: generating data (seed {cfg.seed})")
+    data = make_data(n, EngineConfig(sizes=[n], engines=[], seed=cfg.seed))
+    src = tmp / f"src-{n}"
+    write_source(data, src, cfg.src_files)
+    spark.read.parquet(str(src)).createOrReplaceTempView("src")
+    spark.sql("CREATE NAMESPACE IF NOT EXISTS store.bench")
+    spark.sql(f"DROP TABLE IF EXISTS {STORE_TABLE}")
+    spark.sql(f"CREATE TABLE {STORE_TABLE} ({SCHEMA_SQL}, PRIMARY KEY (id)) TBLPROPERTIES ('buckets'='{cfg.buckets}')")
+    spark.sql(INSERT_SQL.format(T=STORE_TABLE))
+    spark.catalog.clearCache()
+    spark.sql(f"DROP VIEW IF EXISTS {CACHE_VIEW}")
+    spark.sql(f"CACHE TABLE {CACHE_VIEW} AS SELECT * FROM src")
+    tables = {STORE: STORE_TABLE, STORE_NO_PUSH: f"{STORE_TABLE} WITH ('pushAggregates' = 'false')",
+              CACHE: CACHE_VIEW}
+    plan = spark.sql("EXPLAIN " + AGG_SQL.format(T=STORE_TABLE)).collect()[0][0]
+    if "PushedGroupBy: [k % 100]" not in plan:
+        log("    note: the store's aggregate is not pushed down:\n" + plan)
+    answers = {e: sorted((r[0], r[1], round(r[2], 9), r[3], r[4]) for r in spark.sql(AGG_SQL.format(T=T)).collect())
+               for e, T in tables.items()}
+    for e in (STORE_NO_PUSH, CACHE):
+        _check(f"aggregate of {e} vs store", answers[e], answers[STORE])
+    out: dict[str, list[float]] = {e: [] for e in tables}
+    for r in range(AGG_WARMUP + AGG_ROUNDS):  # untimed warm-up rounds first (JIT, server threads)
+        for e, T in tables.items():
+            dt, _ = timed(lambda: spark.sql(AGG_SQL.format(T=T)).collect())
+            if r >= AGG_WARMUP:
+                out[e].append(dt)
+    log(f"{n:,} rows: GROUP BY aggregate, median of {AGG_ROUNDS} interleaved rounds (load {load_average()}): "
+        + ", ".join(f"{e} {median(v) * 1000:.0f} ms" for e, v in out.items()))
+    spark.sql(f"DROP TABLE IF EXISTS {STORE_TABLE}")
+    spark.catalog.clearCache()
+    spark.sql(f"DROP VIEW IF EXISTS {CACHE_VIEW}")
+    shutil.rmtree(src, ignore_errors=True)
+    return out
+
+
 def stop_server(home: Any) -> None:
     """Stop the embedded server this run started (by its pid) and reap it: it is our child,
     so without the reaping it would linger as a zombie that ``PrivateHome.stop`` waits for."""
@@ -538,6 +591,9 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     ap.add_argument("--seed", type=int, default=20240601)
     ap.add_argument("--tmpdir", default=None, help="where the source, the warehouse and the store live")
     ap.add_argument("--out", type=Path, default=None, help="JSON output (default bench/results/spark.json)")
+    ap.add_argument("--agg-only", action="store_true",
+                    help="only the GROUP BY aggregate: store with and without push-down, and the cache, "
+                         f"{AGG_ROUNDS} interleaved rounds per size (nothing written to bench/results)")
     ap.add_argument("--report", type=Path, default=None, metavar="JSON",
                     help="only print the tables of an earlier run's JSON (and rewrite its .md)")
     a = ap.parse_args(argv)
@@ -556,6 +612,7 @@ def parse_args(argv: Sequence[str] | None) -> Config:
     if a.out:
         cfg.out = a.out
     cfg.report = a.report
+    cfg.agg_only = a.agg_only
     return cfg
 
 
@@ -580,6 +637,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         log("starting a local[2] SparkSession with spark-ext")
         spark = start_spark(tmp / "warehouse")
+        if cfg.agg_only:
+            for n in cfg.sizes:
+                run_agg_only(spark, n, cfg, tmp)
+            return 0
         for i, n in enumerate(cfg.sizes):
             results.append(run_size(spark, n, cfg, tmp, first=i == 0))
     finally:

@@ -71,12 +71,47 @@ def cluster(spark, t: str) -> dict:
     return out
 
 
+AGG_QUERIES = [
+    "SELECT k % 100 AS g, count(*), avg(x), min(x), max(k) FROM {T} GROUP BY k % 100",
+    "SELECT k % -7, (id - 10000) % 3, count(*), sum(k * 2), count(k + 1) FROM {T} GROUP BY k % -7, (id - 10000) % 3",
+    "SELECT abs(k) % 10, sum(x * 2), min(-k) FROM {T} WHERE id < 15000 GROUP BY abs(k) % 10",
+    "SELECT count(*), sum(k % 5), max(x / 4) FROM {T}",
+]
+
+
+def aggregates(spark, t: str) -> dict:
+    """Aggregates with arithmetic group keys pushed to the servers from executor JVMs, against Spark's own answer."""
+    spark.sql(f"CREATE TABLE {t} (id INT PRIMARY KEY, k INT, x DOUBLE) TBLPROPERTIES ('buckets'='8')")
+    # k: negative and positive, NULL in every 13th row; x: quarters (sums exact in any order)
+    df = spark.range(0, 20000, numPartitions=4).selectExpr(
+        "CAST(id AS INT) AS id", "IF(id % 13 = 0, NULL, CAST((id * 7919) % 2001 - 1000 AS INT)) AS k",
+        "CAST(id % 400 AS DOUBLE) / 4 - 50 AS x")
+    df.writeTo(t).append()
+    df.createOrReplaceTempView("agg_src")
+    out: dict = {"executors": spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1, "queries": []}
+    for q in AGG_QUERIES:
+        got = sorted((tuple(r) for r in spark.sql(q.format(T=t)).collect()), key=repr)
+        want = sorted((tuple(r) for r in spark.sql(q.format(T="agg_src")).collect()), key=repr)
+        plan = spark.sql("EXPLAIN " + q.format(T=t)).collect()[0][0]
+        out["queries"].append({"query": q, "same": got == want, "groups": len(got),
+                               "pushed": "PushedAggregates" in plan, "negative_keys": any(
+                                   isinstance(r[0], int) and r[0] < 0 for r in got)})
+    try:
+        spark.sql(f"SELECT k % (id - id), count(*) FROM {t} GROUP BY k % (id - id)").collect()
+        out["zero"] = "no error"
+    except Exception as e:  # noqa: BLE001
+        out["zero"] = "REMAINDER_BY_ZERO" in str(e)
+    return out
+
+
 def main() -> None:
     mode, master, jar = sys.argv[1], sys.argv[2], sys.argv[3]
     table = sys.argv[4] if len(sys.argv) > 4 else "store.default.apps_t"
     spark = session(master, jar)
     if mode == "cluster":
         res = cluster(spark, table)
+    elif mode == "aggregates":
+        res = aggregates(spark, table)
     elif mode == "writer":
         spark.sql(f"CREATE TABLE IF NOT EXISTS {table} (id INT PRIMARY KEY, who STRING)")
         spark.sql(f"INSERT INTO {table} VALUES (1, 'app1'), (2, 'app1')")

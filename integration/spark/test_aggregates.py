@@ -1,7 +1,8 @@
 """Aggregate push-down: COUNT(*), COUNT(col), SUM, MIN, MAX and AVG (as SUM and COUNT) with GROUP BY
-on plain columns run on the store servers, per bucket; Spark merges the partial results. Every
-query is checked row by row against the same query over a temporary view of the same rows, and
-EXPLAIN shows what was pushed (or that nothing was, for what the servers refuse)."""
+on plain columns, or on arithmetic expressions (k % 100, SUM(x * 2)), run on the store servers, per
+bucket; Spark merges the partial results. Every query is checked row by row against the same query
+over a temporary view of the same rows, and EXPLAIN shows what was pushed (or that nothing was, for
+what the servers refuse)."""
 
 from __future__ import annotations
 
@@ -95,14 +96,34 @@ PUSHED = [
     ("SELECT count(*), sum(i), max(g) FROM {T} WHERE id IN (3, 5, 99999)", "PushedAggregates"),
     ("SELECT count(*), sum(i), max(x) FROM {T} WHERE g = 'nope'", "PushedAggregates"),
     ("SELECT g, count(*) FROM {T} WHERE g = 'nope' GROUP BY g", "PushedAggregates"),
+    # arithmetic group keys and aggregate arguments (negative keys: Spark's % truncates)
+    ("SELECT h % 2 AS odd, sum(i) FROM {T} GROUP BY h % 2", "PushedGroupBy: [h % 2]"),
+    ("SELECT g, sum(i + 1) FROM {T} GROUP BY g", "PushedAggregates: [SUM(i + 1)]"),
+    ("SELECT i % 100 AS k, count(*), avg(x), min(ts), max(ts) FROM {T} GROUP BY i % 100",
+     "PushedAggregates: [COUNT(*), SUM(x), COUNT(x), MIN(ts), MAX(ts)], PushedGroupBy: [i % 100]"),
+    ("SELECT b % 7, s % -5, count(*), sum(l % 1000) FROM {T} GROUP BY b % 7, s % -5",
+     "PushedGroupBy: [CAST(b AS integer) % 7, CAST(s AS integer) % -5]"),
+    ("SELECT x * 2 + 1, count(*), max(x) FROM {T} GROUP BY x * 2 + 1", "PushedGroupBy: [(x * 2.0) + 1.0]"),
+    ("SELECT l - i, count(*) FROM {T} WHERE h = 1 GROUP BY l - i", "PushedGroupBy: [l - CAST(i AS long)]"),
+    ("SELECT f / 2, max(f * f), min(-f), count(*) FROM {T} GROUP BY f / 2", "PushedGroupBy: [CAST(f AS double) / 2.0]"),
+    ("SELECT abs(h - 2), count(*), sum(abs(b + 0)) FROM {T} GROUP BY abs(h - 2)", "PushedGroupBy: [ABS(h - 2)]"),
+    ("SELECT g, count(l * 2), avg(i % 10), min(b * 2) FROM {T} GROUP BY g", "COUNT(l * 2)"),
+    ("SELECT CAST(h AS BIGINT) * 3, h % 3, count(*) FROM {T} GROUP BY CAST(h AS BIGINT) * 3, h % 3",
+     "PushedGroupBy: [CAST(h AS long) * 3, h % 3]"),
+    ("SELECT i % 100, i % 100, count(*) FROM {T} WHERE id < 2000 GROUP BY i % 100", "PushedGroupBy: [i % 100]"),
+    # the plan docs/sql.md quotes
+    ("SELECT id % 2 AS odd, COUNT(*), SUM(h * 2) FROM {T} GROUP BY id % 2 ORDER BY odd",
+     "PushedAggregates: [COUNT(*), SUM(h * 2)], PushedGroupBy: [id % 2]"),
 ]
 
 #: Queries the servers refuse: Spark aggregates the rows itself (and the result is still right).
 REFUSED = [
     "SELECT g, sum(d), avg(d) FROM {T} GROUP BY g",  # decimal sums: Spark casts partial sums back to decimal(10,2)
     "SELECT g, count(DISTINCT h), sum(i) FROM {T} GROUP BY g",
-    "SELECT h % 2 AS odd, sum(i) FROM {T} GROUP BY h % 2",  # group by an expression
-    "SELECT g, sum(i + 1) FROM {T} GROUP BY g",  # aggregate of an expression
+    "SELECT d * 2, count(*) FROM {T} GROUP BY d * 2",  # decimal arithmetic: its precision rules stay Spark's
+    "SELECT h div 2, sum(i) FROM {T} GROUP BY h div 2",  # Spark does not hand integral division to sources
+    "SELECT pmod(i, 7), count(*) FROM {T} GROUP BY pmod(i, 7)",  # nor pmod
+    "SELECT CAST(x AS INT) % 3, count(*) FROM {T} WHERE x < 1000 GROUP BY CAST(x AS INT) % 3",  # double -> int
     "SELECT g, sum(i) FILTER (WHERE h = 1) FROM {T} GROUP BY g",
     "SELECT g, max_by(str, id), max(i) FROM {T} GROUP BY g",  # a function the servers do not have
     "SELECT g, sum(i) FROM {T} WHERE i % 3 = 0 GROUP BY g",  # a filter the servers cannot evaluate
@@ -132,6 +153,48 @@ def test_refused_aggregates_are_computed_by_spark(spark, facts, q) -> None:
     assert rows(spark.sql(q.format(T=facts))) == rows(spark.sql(q.format(T="agg_ref")))
 
 
+def test_arithmetic_errors_fail_like_spark(spark, tname) -> None:
+    """ANSI mode (Spark 4's default): overflow and division by zero fail the query on the servers too."""
+    spark.sql(f"CREATE TABLE {tname} (id INT PRIMARY KEY, v INT, z INT) TBLPROPERTIES ('buckets'='3')")
+    data = [(1, 5, 0), (2, None, 0), (3, 2147483647, 1), (4, -7, 3), (5, 7, None)]
+    df = spark.createDataFrame(data, "id INT, v INT, z INT")
+    df.writeTo(tname).append()
+    df.createOrReplaceTempView("err_ref")
+    for q, error in [("SELECT v % z, count(*) FROM {T} GROUP BY v % z", "REMAINDER_BY_ZERO"),
+                     ("SELECT v + 1, count(*) FROM {T} GROUP BY v + 1", "ARITHMETIC_OVERFLOW"),
+                     ("SELECT z, sum(v * 2) FROM {T} GROUP BY z", "ARITHMETIC_OVERFLOW"),
+                     ("SELECT CAST(v AS DOUBLE) / z, count(*) FROM {T} GROUP BY CAST(v AS DOUBLE) / z", "DIVIDE_BY_ZERO")]:
+        assert "PushedAggregates" in plan(spark, q.format(T=tname)), q
+        for T in (tname, "err_ref"):
+            with pytest.raises(Exception, match=error):
+                spark.sql(q.format(T=T)).collect()
+    # without the failing rows: NULL % 0 is NULL (not an error), negative dividends truncate
+    for q in ["SELECT v % z, count(*) FROM {T} WHERE id IN (2, 4, 5) GROUP BY v % z",
+              "SELECT v - 1, z % 2, count(*), sum(v % z) FROM {T} WHERE id > 1 GROUP BY v - 1, z % 2"]:
+        assert "PushedAggregates" in plan(spark, q.format(T=tname)), q
+        assert rows(spark.sql(q.format(T=tname))) == rows(spark.sql(q.format(T="err_ref"))), q
+    assert rows(spark.sql(f"SELECT v % z, count(*) FROM {tname} WHERE id IN (2, 4, 5) GROUP BY v % z")) == \
+        [(-1, 1), (None, 2)]
+
+
+def test_ansi_off_leaves_arithmetic_to_spark(spark, facts) -> None:
+    """Spark hands arithmetic to a source only in ANSI mode; without it, Spark aggregates (and still agrees)."""
+    q = "SELECT i % 100 AS k, count(*), sum(l) FROM {T} GROUP BY i % 100"
+    spark.conf.set("spark.sql.ansi.enabled", "false")
+    try:
+        assert "PushedAggregates" not in plan(spark, q.format(T=facts))
+        assert rows(spark.sql(q.format(T=facts))) == rows(spark.sql(q.format(T="agg_ref")))
+    finally:
+        spark.conf.set("spark.sql.ansi.enabled", "true")
+    assert "PushedGroupBy: [i % 100]" in plan(spark, q.format(T=facts))
+
+
+def test_read_option_turns_push_down_off(spark, facts) -> None:
+    q = f"SELECT i % 100 AS k, count(*) FROM {facts} WITH ('pushAggregates' = 'false') GROUP BY i % 100"
+    assert "PushedAggregates" not in plan(spark, q)
+    assert rows(spark.sql(q)) == rows(spark.sql("SELECT i % 100 AS k, count(*) FROM agg_ref GROUP BY i % 100"))
+
+
 def test_dataframe_api_and_nulls(spark, facts) -> None:
     from pyspark.sql import functions as F
 
@@ -153,6 +216,10 @@ def test_empty_table_and_no_matching_bucket(spark, tname) -> None:
     assert "PushedAggregates" in plan(spark, q)
     assert spark.sql(q).collect()[0][:] == (0, 0, None, None, None, None)
     assert spark.sql(f"SELECT g, count(*) FROM {tname} GROUP BY g").collect() == []
+    q3 = f"SELECT id % 3, count(*), sum(v * 2) FROM {tname} GROUP BY id % 3"
+    assert "PushedGroupBy: [id % 3]" in plan(spark, q3)
+    assert spark.sql(q3).collect() == []
+    assert spark.sql(f"SELECT sum(id * 2), max(v / 2) FROM {tname}").collect()[0][:] == (None, None)
     spark.sql(f"INSERT INTO {tname} VALUES (1, 'a', 1.5), (2, NULL, NULL), (3, 'a', 2.5)")
     assert spark.sql(q).collect()[0][:] == (3, 2, 4.0, "a", 2.5, 2.0)
     # IN over only NULL pins no bucket at all: still one row, count 0

@@ -49,6 +49,17 @@ def test_local_cluster_all_statements(sx_home, tmp_path: Path) -> None:
     assert out["overwrite"] == [[0, "u", 0], [1, "u", 1], [2, "u", 2]]
 
 
+def test_local_cluster_aggregate_push_down(sx_home, tmp_path: Path) -> None:
+    """GROUP BY k % 100 and friends, pushed to the store from two executor JVMs, equal Spark's own answer."""
+    out = run_app("aggregates", "local-cluster[2,1,1024]", "store.default.lc_agg", tmp_path)
+    assert out["executors"] == 2
+    for q in out["queries"]:
+        assert q["same"] and q["pushed"] and q["groups"] > 0, q
+    assert out["queries"][0]["groups"] == 199 + 1  # -99..99 and the NULL group
+    assert out["queries"][0]["negative_keys"] and out["queries"][1]["negative_keys"]
+    assert out["zero"] is True
+
+
 def test_two_apps_share_tables_and_a_third_sees_them(sx_home, tmp_path: Path) -> None:
     t = "store.default.shared_apps"
     first = run_app("writer", "local[1]", t, tmp_path)

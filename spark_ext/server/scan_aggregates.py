@@ -15,17 +15,27 @@ The arithmetic follows Spark SQL so that a merged result equals Spark's own:
 - ``min`` / ``max`` keep the column type and ignore NULLs; for float columns NaN is
   larger than every other value (Spark's ordering): ``max`` is NaN when the group holds a
   NaN, ``min`` only when it holds nothing but NaN.
+
+Group keys and aggregate arguments may also be arithmetic expressions over columns and
+literals (:mod:`spark_ext.server.scan_expressions`): they are evaluated on the scanned
+columns first, vectorized, then grouped and aggregated like columns of their result type.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Sequence, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from spark_ext.exceptions import BadArgumentError, UnknownColumnError, ValueOutOfRangeError
+from spark_ext.server import scan_expressions as sx
+from spark_ext.server.scan_expressions import Expr
+
+#: A group key or aggregate argument: a column name or an arithmetic expression.
+Input = Union[str, Expr]
 
 #: Functions a SCAN can compute; AVG is not one: Spark rewrites it into SUM and COUNT.
 FUNCTIONS = ("count_star", "count", "sum", "min", "max")
@@ -40,20 +50,26 @@ class AggregateRequest:
     """A checked ``group_by`` + ``aggregates`` of one SCAN request.
 
     Attributes:
-        group_by: the grouping column names, distinct, in request order.
-        aggregates: ``(fn, column)`` pairs in request order (column None for count_star).
+        group_by: the group keys, distinct, in request order: column names or expressions.
+        aggregates: ``(fn, input)`` pairs in request order (input None for count_star).
     """
 
-    group_by: tuple[str, ...]
-    aggregates: tuple[tuple[str, str | None], ...]
+    group_by: tuple[Input, ...]
+    aggregates: tuple[tuple[str, Input | None], ...]
 
     def input_columns(self) -> list[str]:
         """The distinct columns the scan must produce, group columns first."""
-        cols = list(self.group_by)
-        for _, c in self.aggregates:
-            if c is not None and c not in cols:
-                cols.append(c)
+        cols: list[str] = []
+        for c in list(self.group_by) + [c for _, c in self.aggregates]:
+            for name in ([] if c is None else [c] if isinstance(c, str) else c.columns()):
+                if name not in cols:
+                    cols.append(name)
         return cols
+
+    def reply_names(self) -> list[str]:
+        """The reply's column names: each group column's name (``group<i>`` for an expression), then agg0..."""
+        names = [g if isinstance(g, str) else f"group{i}" for i, g in enumerate(self.group_by)]
+        return names + [f"agg{j}" for j in range(len(self.aggregates))]
 
 
 def parse(table: str, schema: pa.Schema, column_names: Sequence[str], meta: dict[str, Any]) -> AggregateRequest | None:
@@ -61,12 +77,15 @@ def parse(table: str, schema: pa.Schema, column_names: Sequence[str], meta: dict
 
     ``aggregates`` entries are ``["count_star"]``, ``[fn, column]`` or the object form
     ``{"fn": fn, "column": column}``. ``schema`` holds the storage type of every column in
-    ``column_names`` (the user columns, and ``_rowid`` for tables without a key).
+    ``column_names`` (the user columns, and ``_rowid`` for tables without a key). A
+    ``group_by`` entry or an aggregate's column may instead be an expression (a JSON
+    array, :func:`spark_ext.server.scan_expressions.parse`).
 
     Raises:
         BadArgumentError: a malformed entry, an unknown function, ``sum`` of a column that
             is not numeric, ``min``/``max`` of an unorderable column, a ``group_by`` that
-            names a column twice, or ``columns``/``limit`` given with ``aggregates``.
+            names a column (or an expression) twice, a malformed expression, or
+            ``columns``/``limit`` given with ``aggregates``.
         UnknownColumnError: a column the table does not have.
     """
     raw_aggs = meta.get("aggregates")
@@ -79,8 +98,10 @@ def parse(table: str, schema: pa.Schema, column_names: Sequence[str], meta: dict
         raise BadArgumentError(f"table {table!r}: 'aggregates' must be a list", table=table)
     if raw_group is None:
         raw_group = []
-    if not isinstance(raw_group, list) or not all(isinstance(c, str) and c for c in raw_group):
-        raise BadArgumentError(f"table {table!r}: 'group_by' must be a list of column names", table=table)
+    if not isinstance(raw_group, list) or not all((isinstance(c, str) and c) or sx.is_expression(c)
+                                                  for c in raw_group):
+        raise BadArgumentError(
+            f"table {table!r}: 'group_by' must be a list of column names and expressions", table=table)
     if not raw_aggs and not raw_group:
         raise BadArgumentError(f"table {table!r}: 'aggregates' is empty and there is no 'group_by'", table=table)
     for f in ("columns", "limit"):
@@ -97,13 +118,22 @@ def parse(table: str, schema: pa.Schema, column_names: Sequence[str], meta: dict
         return schema.field(name).type
 
     seen: set[str] = set()
-    for c in raw_group:
-        column(c, "in group_by")
-        if c in seen:
-            raise BadArgumentError(f"table {table!r}: 'group_by' names column {c!r} twice", table=table, column=c)
-        seen.add(c)
+    group: list[Input] = []
+    for i, c in enumerate(raw_group):
+        if sx.is_expression(c):
+            key = json.dumps(c, sort_keys=True)
+            if key in seen:
+                raise BadArgumentError(f"table {table!r}: 'group_by' holds expression {c!r} twice", table=table)
+            group.append(sx.parse(table, schema, column_names, c, f"group_by entry {i}"))
+        else:
+            column(c, "in group_by")
+            key = c
+            if key in seen:
+                raise BadArgumentError(f"table {table!r}: 'group_by' names column {c!r} twice", table=table, column=c)
+            group.append(c)
+        seen.add(key)
 
-    aggs: list[tuple[str, str | None]] = []
+    aggs: list[tuple[str, Input | None]] = []
     for i, a in enumerate(raw_aggs):
         if isinstance(a, dict):
             fn, col, extra = a.get("fn"), a.get("column"), set(a) - {"fn", "column"}
@@ -123,8 +153,13 @@ def parse(table: str, schema: pa.Schema, column_names: Sequence[str], meta: dict
                 raise BadArgumentError(f"table {table!r}: aggregate {i}: count_star takes no column", table=table)
             aggs.append((fn, None))
             continue
+        if sx.is_expression(col):
+            e = sx.parse(table, schema, column_names, col, f"aggregate {i} ({fn})")
+            aggs.append((fn, e))  # numeric: every function applies
+            continue
         if not isinstance(col, str) or not col:
-            raise BadArgumentError(f"table {table!r}: aggregate {i}: {fn} needs a column name", table=table)
+            raise BadArgumentError(
+                f"table {table!r}: aggregate {i}: {fn} needs a column name or an expression", table=table)
         t = column(col, f"in aggregate {i}, {fn}")
         if fn == "sum" and not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)):
             raise BadArgumentError(
@@ -134,7 +169,7 @@ def parse(table: str, schema: pa.Schema, column_names: Sequence[str], meta: dict
             raise BadArgumentError(
                 f"table {table!r}: {fn} of column {col!r} is not defined for its type {t}", table=table, column=col)
         aggs.append((fn, col))
-    return AggregateRequest(tuple(raw_group), tuple(aggs))
+    return AggregateRequest(tuple(group), tuple(aggs))
 
 
 def _orderable(t: pa.DataType) -> bool:
@@ -146,23 +181,50 @@ def _orderable(t: pa.DataType) -> bool:
 def compute(table: str, req: AggregateRequest, schema: pa.Schema, batches: Iterable[pa.RecordBatch]) -> pa.Table:
     """The partial aggregates of ``batches`` (the scan of ``req.input_columns()``). O(rows).
 
-    Returns a table with the group columns (named as in the table) and then ``agg0``,
-    ``agg1``, ... in request order: one row per group (a NULL group value is a group), or
-    exactly one row without ``group_by`` (count 0, sum/min/max NULL over no rows).
+    Returns a table with the group columns (named as in the table, ``group<i>`` for an
+    expression) and then ``agg0``, ``agg1``, ... in request order: one row per group (a
+    NULL group value is a group), or exactly one row without ``group_by`` (count 0,
+    sum/min/max NULL over no rows).
 
     Raises:
-        ValueOutOfRangeError: an integer sum leaves int64, or a decimal sum its result type.
+        ValueOutOfRangeError: an integer sum leaves int64, or a decimal sum its result type;
+            an expression overflows or divides by zero.
     """
     data = pa.Table.from_batches(list(batches), schema=schema)
+    # Expressions first (once each), so that both passes below group the same columns.
+    data = _with_inputs(table, req, data)
+    named = _by_name(req)
     try:
-        return _aggregate(table, req, data, exact=False)
+        result = _aggregate(table, named, data, exact=False)
     except _Inexact:
         # Some integer sum may have wrapped around int64: redo them in decimal, exactly.
-        return _aggregate(table, req, data, exact=True)
+        result = _aggregate(table, named, data, exact=True)
+    return result.rename_columns(req.reply_names())
 
 
 class _Inexact(Exception):
     pass
+
+
+def _with_inputs(table: str, req: AggregateRequest, data: pa.Table) -> pa.Table:
+    """``data`` plus one column per expression, its values (named by _slot). O(rows * nodes)."""
+    for i, e in enumerate(list(req.group_by) + [c for _, c in req.aggregates]):
+        if isinstance(e, Expr):
+            data = data.append_column(_slot(i), sx.evaluate(table, e, data))
+    return data
+
+
+def _slot(i: int) -> str:
+    # A NUL byte: no clash with a table's column names (Spark identifiers never hold one).
+    return f"\0expr{i}"
+
+
+def _by_name(req: AggregateRequest) -> AggregateRequest:
+    """The request with each expression replaced by the name of its column in _with_inputs."""
+    ng = len(req.group_by)
+    group = tuple(g if isinstance(g, str) else _slot(i) for i, g in enumerate(req.group_by))
+    aggs = tuple((fn, c if not isinstance(c, Expr) else _slot(ng + j)) for j, (fn, c) in enumerate(req.aggregates))
+    return AggregateRequest(group, aggs)
 
 
 _SKIP_NULLS = pc.ScalarAggregateOptions(skip_nulls=True, min_count=1)

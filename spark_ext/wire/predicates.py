@@ -126,7 +126,10 @@ def validate_aggregates(aggregates: Any, group_by: Any = None) -> None:
     """Check SCAN ``aggregates`` and ``group_by``. O(size).
 
     ``aggregates`` is a non-empty list of ``["count_star"]`` or ``[fn, col]`` with fn in
-    count, sum, min, max; ``group_by`` an optional list of column names.
+    count, sum, min, max; ``group_by`` an optional list of column names. A column may
+    also be an expression (a non-empty JSON array, ``["%", ["col", "k"], ["lit", 100,
+    "int32"]]``); only its outer shape is checked here, the server checks the rest
+    (protocol section 10.3).
 
     Raises:
         WireError: BAD_ARGUMENT naming the bad entry.
@@ -142,8 +145,12 @@ def validate_aggregates(aggregates: Any, group_by: Any = None) -> None:
         if a[0] == "count_star":
             if len(a) != 1:
                 raise WireError(ErrorCode.BAD_ARGUMENT, f"{where}: 'count_star' takes no column")
-        elif len(a) != 2 or not isinstance(a[1], str) or not a[1]:
-            raise WireError(ErrorCode.BAD_ARGUMENT, f"{where}: {a[0]!r} takes one column name")
+        elif len(a) != 2 or not _column_or_expression(a[1]):
+            raise WireError(ErrorCode.BAD_ARGUMENT, f"{where}: {a[0]!r} takes one column name or expression")
     if group_by is not None:
-        if not isinstance(group_by, list) or not all(isinstance(c, str) and c for c in group_by):
-            raise WireError(ErrorCode.BAD_ARGUMENT, "'group_by' must be a list of column names")
+        if not isinstance(group_by, list) or not all(_column_or_expression(c) for c in group_by):
+            raise WireError(ErrorCode.BAD_ARGUMENT, "'group_by' must be a list of column names and expressions")
+
+
+def _column_or_expression(c: Any) -> bool:
+    return (isinstance(c, str) and bool(c)) or (isinstance(c, list) and bool(c) and isinstance(c[0], str))

@@ -90,8 +90,12 @@ def test_columns() -> None:
 
 def test_aggregates() -> None:
     validate_aggregates([["count_star"], ["count", "a"], ["sum", "b"], ["min", "c"], ["max", "c"]], ["g"])
-    for bad in ([], None, [["avg", "a"]], [["count_star", "a"]], [["sum"]], [["sum", 1]], ["sum"]):
+    k100 = ["%", ["col", "k"], ["lit", 100, "int32"]]
+    validate_aggregates([["sum", ["*", ["col", "x"], ["lit", 2.0, "float64"]]]], ["g", k100])
+    for bad in ([], None, [["avg", "a"]], [["count_star", "a"]], [["sum"]], [["sum", 1]], ["sum"], [["sum", []]]):
         with pytest.raises(WireError):
             validate_aggregates(bad)
     with pytest.raises(WireError):
         validate_aggregates([["count_star"]], "g")
+    with pytest.raises(WireError):
+        validate_aggregates([["count_star"]], [[1, 2]])

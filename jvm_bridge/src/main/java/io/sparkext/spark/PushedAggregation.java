@@ -1,6 +1,8 @@
 package io.sparkext.spark;
 
+import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.TextNode;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import io.sparkext.wire.Json;
 import io.sparkext.wire.TableMeta;
@@ -30,16 +32,25 @@ import java.util.List;
  * <p>The read schema is what Spark's V2ScanRelationPushDown expects for a partial push-down:
  * one column per group-by expression (repeats included), then one per aggregate function,
  * typed as Spark types the aggregate (COUNT: bigint; SUM of an integer type: bigint, of
- * float/double: double; MIN/MAX: the column's type).
+ * float/double: double; MIN/MAX: the argument's type).
  *
- * <p>{@link #of} answers null (Spark then aggregates by itself) for anything else: group-by
- * or aggregate arguments that are expressions or nested fields, DISTINCT, SUM of a decimal
+ * <p>Group keys and aggregate arguments are plain columns or arithmetic expressions over
+ * columns and literals ({@code GROUP BY k % 100}, {@code SUM(x * 2)}), which the servers
+ * evaluate per bucket before grouping (see {@link PushedExpressions} for which ones).
+ *
+ * <p>Partial, not complete, push-down: a group's rows are spread over buckets (and servers)
+ * unless the group keys hold the whole bucketing key, so Spark must merge the per-bucket
+ * rows; with few groups that merge costs little next to the scan that no longer leaves the
+ * servers.
+ *
+ * <p>{@link #of} answers null (Spark then aggregates by itself) for anything else: nested
+ * fields, expressions {@link PushedExpressions} refuses, DISTINCT, SUM of a decimal
  * (Spark casts a pushed partial decimal sum back to the column's precision, which can
  * overflow where its own sum would not), other functions. FILTER clauses never reach here.
  */
 final class PushedAggregation {
-  /** The distinct group-by columns (store names), sent as {@code group_by}. */
-  final List<String> groupBy = new ArrayList<>();
+  /** The distinct group keys: store column names (text) or expressions, sent as {@code group_by}. */
+  final List<JsonNode> groupBy = new ArrayList<>();
   /** {@code [fn]} / {@code [fn, column]} per aggregate, sent as {@code aggregates}. */
   final ArrayNode aggregates = Json.arr();
   /** Reply column of each read-schema column (group columns may repeat). */
@@ -60,20 +71,31 @@ final class PushedAggregation {
     AggregateFunc[] funcs = aggregation.aggregateExpressions();
     if (groups.length + funcs.length == 0) return null;
     List<StructField> fields = new ArrayList<>();
-    List<String> distinct = new ArrayList<>();
+    List<JsonNode> distinct = new ArrayList<>();
     int[] groupReply = new int[groups.length];
     for (int i = 0; i < groups.length; i++) {
+      JsonNode key;
+      DataType type;
+      boolean nullable;
       String col = column(meta, groups[i]);
-      if (col == null) return null;
-      int at = distinct.indexOf(col);
+      if (col != null) {
+        key = TextNode.valueOf(col);
+        type = Types.sparkType(meta.typeOf(col));
+        nullable = meta.columnNullable.get(meta.columnIndex(col));
+      } else {
+        PushedExpressions.Typed e = PushedExpressions.translate(meta, groups[i]);
+        if (e == null) return null;
+        key = e.json;
+        type = e.sparkType();
+        nullable = e.nullable;
+      }
+      int at = distinct.indexOf(key); // JsonNode equality is structural
       if (at < 0) {
         at = distinct.size();
-        distinct.add(col);
+        distinct.add(key);
       }
       groupReply[i] = at;
-      int ci = meta.columnIndex(col);
-      fields.add(DataTypes.createStructField("group_col_" + i, Types.sparkType(meta.typeOf(col)),
-          meta.columnNullable.get(ci)));
+      fields.add(DataTypes.createStructField("group_col_" + i, type, nullable));
     }
     ArrayNode aggs = Json.arr();
     List<String> described = new ArrayList<>();
@@ -108,9 +130,16 @@ final class PushedAggregation {
         nullable = false;
       } else {
         String col = column(meta, arg);
-        if (col == null) return null;
-        a.add(col);
-        String st = meta.typeOf(col);
+        String st;
+        if (col != null) {
+          a.add(col);
+          st = meta.typeOf(col);
+        } else {
+          PushedExpressions.Typed e = PushedExpressions.translate(meta, arg);
+          if (e == null) return null;
+          a.add(e.json);
+          st = e.type;
+        }
         switch (fn) {
           case "count":
             type = DataTypes.LongType;
@@ -120,7 +149,7 @@ final class PushedAggregation {
             type = sumType(st);
             if (type == null) return null;
             break;
-          default: // min, max keep the column's type
+          default: // min, max keep the argument's type
             type = Types.sparkType(st);
         }
       }

@@ -43,7 +43,12 @@ final class StoreColumnarReader implements PartitionReader<ColumnarBatch> {
       ObjectNode a = Json.parse(f.aggregation);
       m.setAll(a); // group_by, aggregates: the reply is one row per group
       java.util.List<String> names = new java.util.ArrayList<>();
-      a.path("group_by").forEach(g -> names.add(g.asText()));
+      // A column key answers under its name, an expression key as group<i> (protocol section 10.2).
+      int i = 0;
+      for (com.fasterxml.jackson.databind.JsonNode g : a.path("group_by")) {
+        names.add(g.isTextual() ? g.asText() : "group" + i);
+        i++;
+      }
       for (int j = 0; j < a.path("aggregates").size(); j++) names.add("agg" + j);
       replyNames = names.toArray(new String[0]);
     } else {

@@ -34,6 +34,8 @@ public class StoreScanBuilder implements ScanBuilder, SupportsPushDownV2Filters,
 
   /** Point queries on the driver (no Spark job); the catalog option localPointReads=false turns it off. */
   boolean localPointReads = true;
+  /** Aggregate push-down; the read option pushAggregates=false turns it off (Spark aggregates the rows). */
+  boolean pushAggregates = true;
 
   public StoreScanBuilder(Endpoint endpoint, TableMeta meta, StructType schema, boolean aggregates) {
     this.aggregates = aggregates;
@@ -73,13 +75,14 @@ public class StoreScanBuilder implements ScanBuilder, SupportsPushDownV2Filters,
   public boolean isPartiallyPushed() { return true; }
 
   /**
-   * COUNT(*), COUNT(col), SUM, MIN, MAX (AVG arrives as SUM and COUNT) grouped by plain
-   * columns are computed per bucket by the servers; Spark merges the partial results.
+   * COUNT(*), COUNT(x), SUM, MIN, MAX (AVG arrives as SUM and COUNT) of columns or arithmetic
+   * expressions, grouped by columns or arithmetic expressions ({@code k % 100}), are computed
+   * per bucket by the servers; Spark merges the partial results.
    * Anything else is refused and Spark aggregates the rows itself (see PushedAggregation).
    */
   @Override
   public boolean pushAggregation(Aggregation aggregation) {
-    if (!aggregates) return false;
+    if (!aggregates || !pushAggregates) return false;
     PushedAggregation p = PushedAggregation.of(meta, aggregation);
     if (p == null) return false;
     agg = p;

@@ -126,6 +126,7 @@ public class StoreTable implements SupportsRead, SupportsWrite, SupportsRowLevel
   public ScanBuilder newScanBuilder(CaseInsensitiveStringMap options) {
     StoreScanBuilder b = new StoreScanBuilder(endpoint, meta, dataSchema());
     b.localPointReads = localPointReads && !"false".equalsIgnoreCase(options.getOrDefault("localPointReads", "true"));
+    b.pushAggregates = !"false".equalsIgnoreCase(options.getOrDefault("pushAggregates", "true"));
     return b;
   }
 
