@@ -15,6 +15,7 @@ import org.apache.spark.sql.catalyst.expressions.Attribute;
 import org.apache.spark.sql.catalyst.expressions.Expression;
 import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
 import org.apache.spark.sql.catalyst.trees.TreePattern;
+import org.apache.spark.sql.connector.catalog.Identifier;
 import org.apache.spark.sql.execution.CacheManager;
 import org.apache.spark.sql.execution.command.LeafRunnableCommand;
 import org.apache.spark.sql.execution.datasources.v2.DataSourceV2Relation;
@@ -25,6 +26,9 @@ import scala.collection.immutable.IndexedSeq;
 import scala.collection.immutable.Seq;
 import scala.jdk.javaapi.CollectionConverters;
 
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
@@ -62,11 +66,12 @@ public final class PointWriteCommand extends LogicalPlan implements LeafRunnable
     this.setValues = setValues;
   }
 
-  /** How many point writes this JVM has run (a cheap check that the fast path was taken). O(1). */
+  /** How many point writes this JVM has started, failed ones included (shows the fast path was taken). O(1). */
   public static long executed() { return EXECUTED.get(); }
 
   @Override
   public Seq<Row> run(SparkSession session) {
+    EXECUTED.incrementAndGet();
     TableMeta meta = table.meta;
     int nk = meta.primaryKey.size();
     Object[] key = new Object[nk];
@@ -117,7 +122,6 @@ public final class PointWriteCommand extends LogicalPlan implements LeafRunnable
     } catch (WireException e) {
       throw Errors.spark(e);
     }
-    EXECUTED.incrementAndGet();
     LOG.debug("spark-ext point {} of {} key {} on {}: {} row(s)", delete ? "DELETE" : "UPDATE", meta.fullName,
         keyJson, server.id, count);
     refreshCache(session);
@@ -144,12 +148,23 @@ public final class PointWriteCommand extends LogicalPlan implements LeafRunnable
     }
   }
 
-  /** Cached queries over the table are rebuilt, as after Spark's own writes. */
+  /** Cached queries over the table are rebuilt, as Spark does after its own writes to a catalog table. */
   private void refreshCache(SparkSession session) {
     if (!(session instanceof org.apache.spark.sql.classic.SparkSession)) return;
     org.apache.spark.sql.classic.SparkSession s = (org.apache.spark.sql.classic.SparkSession) session;
     CacheManager cm = s.sharedState().cacheManager();
-    if (!cm.isEmpty()) cm.recacheByPlan(s, relation);
+    if (cm.isEmpty()) return;
+    if (relation.catalog().isDefined() && relation.identifier().isDefined()) {
+      // By name: the cached plan holds another instance of the table, which a plan match would miss.
+      Identifier id = relation.identifier().get();
+      List<String> parts = new ArrayList<>();
+      parts.add(relation.catalog().get().name());
+      parts.addAll(Arrays.asList(id.namespace()));
+      parts.add(id.name());
+      cm.recacheTableOrView(s, CollectionConverters.asScala(parts).toList(), false);
+    } else {
+      cm.recacheByPlan(s, relation);
+    }
   }
 
   private static Seq<Row> emptyResult() { return nil(); }

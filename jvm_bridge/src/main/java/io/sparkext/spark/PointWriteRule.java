@@ -38,15 +38,20 @@ import java.util.List;
  * references, no subquery) of the column's own type. Anything else, or a plan of a shape this
  * rule does not know, is returned unchanged and runs Spark's row-level path.
  *
+ * <p>{@code spark.conf.set("spark.sparkext.pointWrites", "false")} turns it off for a session.
+ *
  * <p>Constants are only checked here; they are evaluated when the command runs, so EXPLAIN
  * never fails or writes.
  */
 public final class PointWriteRule extends Rule<LogicalPlan> {
+  /** Session setting that switches the rule off ({@code false}): every statement then takes Spark's path. */
+  public static final String ENABLED = "spark.sparkext.pointWrites";
   private static final Logger LOG = LoggerFactory.getLogger(PointWriteRule.class);
 
   @Override
   public LogicalPlan apply(LogicalPlan plan) {
     if (!(plan instanceof WriteDelta)) return plan;  // only a whole UPDATE/DELETE statement
+    if ("false".equalsIgnoreCase(conf().getConfString(ENABLED, "true").trim())) return plan;
     try {
       PointWriteCommand cmd = match((WriteDelta) plan);
       if (cmd != null) return cmd;
@@ -99,6 +104,7 @@ public final class PointWriteRule extends Rule<LogicalPlan> {
         NamedExpression ne = out.get(1 + i);
         if (!(ne instanceof Alias) || !ne.name().equalsIgnoreCase(cols.get(i).name())) return null;
         Expression v = ((Alias) ne).child();
+        while (v instanceof Alias) v = ((Alias) v).child();  // the aligned assignment names its value
         if (v instanceof AttributeReference && ((AttributeReference) v).exprId().equals(cols.get(i).exprId())) {
           continue;  // column left as it is
         }
