@@ -88,3 +88,24 @@ def test_routing_and_cross_server_statements(spark, cluster) -> None:
     assert spark.table(t).count() == before
     spark.sql(f"INSERT OVERWRITE {t} SELECT k, d, id, v FROM {t} WHERE id < 10")
     assert sorted(r.id for r in spark.table(t).collect()) == [2, 3, 4, 5, 6, 7, 8, 9]
+
+
+def test_point_writes_reach_the_owning_server(spark, cluster) -> None:
+    """Single-row UPDATE / DELETE by full key (the SQL extension's one-request path) go to the key's
+    server of three: a wrong one would refuse them with NOT_OWNER."""
+    locator, secret = cluster
+    spark.conf.set("spark.sql.catalog.multi", "io.sparkext.spark.SparkExtCatalog")
+    spark.conf.set("spark.sql.catalog.multi.locator", locator)
+    spark.conf.set("spark.sql.catalog.multi.secretFile", str(secret))
+    t = "multi.default.points"
+    spark.sql(f"CREATE TABLE {t} (k STRING, id BIGINT, v INT, PRIMARY KEY (k, id)) TBLPROPERTIES ('buckets'='12')")
+    spark.range(0, 300, numPartitions=3).selectExpr("CONCAT('k', id % 7) AS k", "id", "CAST(id AS INT) AS v").writeTo(t).append()
+    runs = spark._jvm.io.sparkext.spark.PointWriteCommand.executed
+    before = runs()
+    for i in range(0, 300, 3):
+        spark.sql(f"UPDATE {t} SET v = {-i - 1} WHERE k = 'k{i % 7}' AND id = {i}")
+    for i in range(1, 300, 10):
+        spark.sql(f"DELETE FROM {t} WHERE id = {i} AND k = 'k{i % 7}'")
+    assert runs() - before == 100 + 30
+    expect = sorted((f"k{i % 7}", i, -i - 1 if i % 3 == 0 else i) for i in range(300) if i % 10 != 1)
+    assert sorted(tuple(r) for r in spark.table(t).collect()) == expect

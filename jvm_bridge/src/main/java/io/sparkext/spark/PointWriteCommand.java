@@ -13,12 +13,20 @@ import org.apache.spark.sql.Row;
 import org.apache.spark.sql.SparkSession;
 import org.apache.spark.sql.catalyst.expressions.Attribute;
 import org.apache.spark.sql.catalyst.expressions.Expression;
+import org.apache.spark.sql.catalyst.expressions.Literal;
 import org.apache.spark.sql.catalyst.plans.logical.LogicalPlan;
 import org.apache.spark.sql.catalyst.trees.TreePattern;
 import org.apache.spark.sql.connector.catalog.Identifier;
 import org.apache.spark.sql.execution.CacheManager;
 import org.apache.spark.sql.execution.command.LeafRunnableCommand;
 import org.apache.spark.sql.execution.datasources.v2.DataSourceV2Relation;
+import org.apache.spark.sql.types.ByteType;
+import org.apache.spark.sql.types.DataType;
+import org.apache.spark.sql.types.Decimal;
+import org.apache.spark.sql.types.DecimalType;
+import org.apache.spark.sql.types.IntegerType;
+import org.apache.spark.sql.types.LongType;
+import org.apache.spark.sql.types.ShortType;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 import scala.Enumeration;
@@ -185,16 +193,33 @@ public final class PointWriteCommand extends LogicalPlan implements LeafRunnable
         .append(' ').append(table.meta.fullName).append(" WHERE ");
     for (int k = 0; k < keys.length; k++) {
       if (k > 0) b.append(" AND ");
-      b.append(table.meta.primaryKey.get(k)).append(" = ").append(keys[k].sql());
+      b.append(table.meta.primaryKey.get(k)).append(" = ").append(show(keys[k]));
     }
     if (!delete) {
       b.append(" SET ");
       for (int i = 0; i < setColumns.length; i++) {
         if (i > 0) b.append(", ");
-        b.append(setColumns[i]).append(" = ").append(setValues[i].sql());
+        b.append(setColumns[i]).append(" = ").append(show(setValues[i]));
       }
     }
     return b.toString();
+  }
+
+  /** A constant as SQL, folded when that is possible (EXPLAIN only: nothing is written here). */
+  private static String show(Expression e) {
+    if (!e.foldable()) return e.sql();
+    try {
+      Object v = e.eval(null);
+      DataType t = e.dataType();
+      if (v == null) return "NULL";
+      if (t instanceof DecimalType) return ((Decimal) v).toJavaBigDecimal().toPlainString();
+      if (t instanceof LongType || t instanceof IntegerType || t instanceof ShortType || t instanceof ByteType) {
+        return v.toString();
+      }
+      return Literal.create(v, t).sql();
+    } catch (RuntimeException x) {
+      return e.sql();  // it fails when the statement runs, as the row-level path would
+    }
   }
 
   @Override
