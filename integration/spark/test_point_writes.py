@@ -93,6 +93,7 @@ QUALIFYING = [
     "WHERE 4 = id",
     "UPDATE {T} SET f = CAST('NaN' AS FLOAT), d = double('-Infinity'), s = 'h\u00e9 \U0001F600' WHERE id = 5",
     "UPDATE {T} SET s = 'twice' WHERE id = 5",
+    "UPDATE {T} AS x SET x.l = 77 WHERE x.id = 6",
     "UPDATE {T} SET s = 'missing' WHERE id = 999",
     "UPDATE {T} SET s = 'null key' WHERE id = NULL",
     "UPDATE {T} SET i = 1 WHERE id = CAST('6' AS INT)",

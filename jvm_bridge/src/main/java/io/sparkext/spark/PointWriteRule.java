@@ -80,7 +80,9 @@ public final class PointWriteRule extends Rule<LogicalPlan> {
     Project project = (Project) wd.query();
     if (!(project.child() instanceof Filter)) return null;
     Filter filter = (Filter) project.child();
-    if (!filter.condition().semanticEquals(wd.condition()) || !(filter.child() instanceof DataSourceV2Relation)) {
+    // The rewrite puts the same condition object in both places; compare cheaply first.
+    boolean same = filter.condition() == wd.condition() || filter.condition().semanticEquals(wd.condition());
+    if (!same || !(filter.child() instanceof DataSourceV2Relation)) {
       return null;
     }
     List<Attribute> cols = CollectionConverters.asJava(filter.child().output());
