@@ -29,9 +29,10 @@ import java.util.List;
 /**
  * Turns a single-row UPDATE or DELETE of a spark-ext table into a {@link PointWriteCommand}.
  *
- * <p>Runs post-hoc, on the {@code WriteDelta} that Spark's RewriteUpdateTable /
- * RewriteDeleteFromTable built from the resolved statement (assignments aligned to the table's
- * columns, with Spark's casts and NOT NULL checks already in the values). It qualifies when:
+ * <p>Runs in the analyzer's Resolution batch (and once more post-hoc), on the {@code WriteDelta}
+ * that Spark's RewriteUpdateTable / RewriteDeleteFromTable built from the resolved statement
+ * (assignments aligned to the table's columns, with Spark's casts and NOT NULL checks already in
+ * the values). It qualifies when:
  * the target is a spark-ext table with a primary key; the condition is a conjunction of exactly
  * one {@code key_column = <constant>} per key column and nothing else; for UPDATE, no key column
  * is assigned and every assigned value is a constant expression (deterministic, no column

@@ -11,7 +11,7 @@ import scala.runtime.BoxedUnit;
 /**
  * The spark-ext Spark SQL extensions ({@code spark.sql.extensions=io.sparkext.spark.SparkExtSessionExtensions}).
  *
- * <p>Injects {@link PointWriteRule} as a post-hoc resolution rule: an UPDATE or DELETE of one
+ * <p>Injects {@link PointWriteRule} into the analyzer: an UPDATE or DELETE of one
  * row of a spark-ext table, named by its full primary key, becomes one request to the key's
  * store server instead of a Spark job. Without the extension those statements take Spark's
  * row-level path (same results, a job per statement).
@@ -24,15 +24,20 @@ public final class SparkExtSessionExtensions extends AbstractFunction1<SparkSess
 
   @Override
   public BoxedUnit apply(SparkSessionExtensions extensions) {
-    // Post-hoc: the rule must see the statement after the Resolution batch, where Spark's
-    // RewriteUpdateTable / RewriteDeleteFromTable have turned it into a WriteDelta (they run
-    // in that batch before any injected resolution rule could see the resolved UpdateTable).
-    extensions.injectPostHocResolutionRule(new AbstractFunction1<SparkSession, Rule<LogicalPlan>>() {
+    AbstractFunction1<SparkSession, Rule<LogicalPlan>> rule = new AbstractFunction1<SparkSession, Rule<LogicalPlan>>() {
       @Override
       public Rule<LogicalPlan> apply(SparkSession session) {
         return new PointWriteRule();
       }
-    });
+    };
+    // No injection point runs before Spark's RewriteUpdateTable / RewriteDeleteFromTable:
+    // they sit in the analyzer's Resolution batch ahead of the injected rules and rewrite a
+    // statement into a WriteDelta in the pass where it becomes resolved. An injected
+    // resolution rule is the next thing to see it, in that same pass: replacing it there
+    // spares the batch's further passes over the row-level plan (about 1-2 ms a statement).
+    extensions.injectResolutionRule(rule);
+    // And once more after the batch, should a WriteDelta reach the end of it (a no-op otherwise).
+    extensions.injectPostHocResolutionRule(rule);
     return BoxedUnit.UNIT;
   }
 }
