@@ -81,6 +81,12 @@ public final class PointWriteCommand extends LogicalPlan implements LeafRunnable
   public Seq<Row> run(SparkSession session) {
     EXECUTED.incrementAndGet();
     TableMeta meta = table.meta;
+    Fence fence;
+    try {
+      fence = Fence.forWrite();  // a driver that knows its lease is lost stops here, as its jobs do
+    } catch (WireException e) {
+      throw Errors.spark(e);
+    }
     int nk = meta.primaryKey.size();
     Object[] key = new Object[nk];
     String[] keyTypes = new String[nk];
@@ -97,9 +103,7 @@ public final class PointWriteCommand extends LogicalPlan implements LeafRunnable
       components[k] = Types.component(keyTypes[k], key[k]);
     }
     ServerAddr server;
-    Fence fence;
     try {
-      fence = Fence.forWrite();  // a driver that knows its lease is lost stops here
       server = meta.serverOf(KeyHash.bucketOfHash(KeyHash.combine(components), meta.numBuckets));
     } catch (WireException e) {
       throw Errors.spark(e);
