@@ -7,7 +7,7 @@ real one does (a fenced PING to every store server, a fenced DDL at the locator)
 Spark SQL write the application then sends with token 5 must be refused by the servers
 with the fencing error naming the group, the refused and the newest token: INSERT
 (tasks stage with the fence), INSERT OVERWRITE (the driver stages a truncate), UPDATE and
-DELETE (delta writes), ``writeTo().append()``, and CREATE TABLE (the locator). Nothing it
+DELETE (delta writes, and single-row ones by key, which the driver sends itself), ``writeTo().append()``, and CREATE TABLE (the locator). Nothing it
 sent may be visible. Told its leadership is lost (``Fence.lose``), the JVM refuses at
 once. Run on ``local[2]`` and on ``local-cluster[2,1,1024]``, where the tasks run in two
 executor JVMs that only know the token from the serialized writer factory.
@@ -59,6 +59,11 @@ attempt("insert", sql(f"INSERT INTO {table} SELECT id, 'stale' FROM range(1000, 
 attempt("overwrite", sql(f"INSERT OVERWRITE {table} SELECT id, 'stale' FROM range(0, 10)"))
 attempt("update", sql(f"UPDATE {table} SET v = 'stale' WHERE id < 10"))
 attempt("delete", sql(f"DELETE FROM {table} WHERE id < 10"))
+# Single-row statements by key take the SQL extension's point path (one request, no job).
+point_before = spark._jvm.io.sparkext.spark.PointWriteCommand.executed()
+attempt("point_update", sql(f"UPDATE {table} SET v = 'stale' WHERE id = 3"))
+attempt("point_delete", sql(f"DELETE FROM {table} WHERE id = 4"))
+out["point_runs"] = spark._jvm.io.sparkext.spark.PointWriteCommand.executed() - point_before
 attempt("append", lambda: spark.range(3000, 3010).selectExpr("id", "'stale' AS v").writeTo(table).append())
 attempt("create", sql(f"CREATE TABLE {table}_zombie (id BIGINT, PRIMARY KEY (id))"))
 Fence.lead(group, 6)  # this JVM is now the current leader
@@ -66,6 +71,7 @@ attempt("insert6", sql(f"INSERT INTO {table} SELECT id, 'six' FROM range(2000, 2
 Fence.lose(group, 5, "an older term: ignored")
 Fence.lose(group, 6, "test: lease lost")
 attempt("lost_insert", sql(f"INSERT INTO {table} SELECT id, 'lost' FROM range(4000, 4010, 1, 2)"))
+attempt("lost_point_update", sql(f"UPDATE {table} SET v = 'lost' WHERE id = 5"))
 attempt("lost_create", sql(f"CREATE TABLE {table}_lost (id BIGINT, PRIMARY KEY (id))"))
 print("RESULT " + json.dumps(out), flush=True)
 spark.stop()
@@ -92,9 +98,10 @@ def test_old_token_of_a_jvm_write_is_refused(ha_cluster: Cluster, master: str, t
     assert out["unreached"] == []
     assert out["insert5"] == "ok" and out["insert6"] == "ok", out
     refused = f"leader group '{group}': token 5 is older than token 6 of the current leader"
-    for what in ("insert", "overwrite", "update", "delete", "append", "create"):
+    assert out["point_runs"] == 2, out
+    for what in ("insert", "overwrite", "update", "delete", "point_update", "point_delete", "append", "create"):
         assert "[spark-ext FENCED]" in out[what] and refused in out[what], (what, out[what])
-    for what in ("lost_insert", "lost_create"):
+    for what in ("lost_insert", "lost_create", "lost_point_update"):
         assert f"[spark-ext FENCED] leader group '{group}': this driver lost its leadership (test: lease lost); " \
                f"token 6 may not write" in out[what], (what, out[what])
     c = ha_cluster.admin()

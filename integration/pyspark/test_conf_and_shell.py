@@ -80,13 +80,15 @@ def test_spark_submit_with_spark_defaults_template(cluster: Any, tmp_path: Path)
         "t = StoreTable.forName(spark, 'sub.t')\n"
         "n = spark.range(100).selectExpr('id', 'cast(id as string) as v').putInto('sub.t')\n"
         "d = spark.range(0, 100, 2).deleteFrom(t)\n"
-        "print('RESULT', n, d, t.count(), t.get(7), spark.conf.get('spark.sparkext.locator'))\n"
+        "spark.sql(\"UPDATE store.sub.t SET v = 'seven' WHERE id = 7\")\n"  # the template's SQL extension
+        "p = spark._jvm.io.sparkext.spark.PointWriteCommand.executed()\n"
+        "print('RESULT', n, d, t.count(), t.get(7), spark.conf.get('spark.sparkext.locator'), p)\n"
         "spark.stop()\n")
     r = subprocess.run([str(BIN / "spark-submit"), "--master", "local[2]", str(app)], capture_output=True, text=True,
                        env=_env(SPARK_CONF_DIR=str(conf_dir)), cwd=str(tmp_path), timeout=300)
     assert r.returncode == 0, r.stdout[-2000:] + "\n".join(ln for ln in r.stderr.splitlines() if " INFO " not in ln)[-3000:]
     line = next(ln for ln in r.stdout.splitlines() if ln.startswith("RESULT"))
-    assert line == f"RESULT 100 50 50 {{'id': 7, 'v': '7'}} {cluster.locator_arg}"
+    assert line == f"RESULT 100 50 50 {{'id': 7, 'v': 'seven'}} {cluster.locator_arg} 1"
     assert admin.count("sub.t") == 50
 
 

@@ -72,6 +72,7 @@ def spark(sx_home: Path):
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", "4")
         .config("spark.sql.warehouse.dir", str(sx_home / "warehouse"))
+        .config("spark.sql.extensions", "io.sparkext.spark.SparkExtSessionExtensions")  # as configure() sets
     )
     for cat, cls in (("store", "SparkExtCatalog"), ("spark_catalog", "SparkExtSessionCatalog")):
         b = (b.config(f"spark.sql.catalog.{cat}", f"io.sparkext.spark.{cls}")

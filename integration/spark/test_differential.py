@@ -78,7 +78,7 @@ def test_random_statements_match_duckdb(spark, tname, seed: int) -> None:
     both("INSERT INTO {T} VALUES " + ", ".join("(" + ", ".join(lit(x) for x in row) + ")" for row in rows0))
     check_contents("initial insert")
     for step in range(30):
-        op = r.choice(["insert", "update", "delete", "merge", "select", "agg"])
+        op = r.choice(["insert", "update", "delete", "merge", "select", "agg", "point"])
         if op == "insert":
             rows = new_rows(r.randrange(1, 6))
             both("INSERT INTO {T} VALUES " + ", ".join("(" + ", ".join(lit(x) for x in row) + ")" for row in rows))
@@ -89,6 +89,17 @@ def test_random_statements_match_duckdb(spark, tname, seed: int) -> None:
             both(f"DELETE FROM {{T}} WHERE {p}")
             keys.clear()
             keys.update(x[0] for x in db.execute("SELECT id FROM t").fetchall())
+        elif op == "point":
+            # One row by key with constants (an existing key, or a missing one): Spark SQL takes
+            # the extension's one-request path here.
+            k = r.choice(sorted(keys)) if keys and r.random() < 0.8 else r.randrange(250, 300)
+            if r.random() < 0.7:
+                v = lit(r.choice([None, f"p{step}"]))
+                both(f"UPDATE {{T}} SET v = {v}, n = {r.choice(['NULL', str(r.randrange(200))])}, "
+                     f"g = '{r.choice(GROUPS)}' WHERE id = {k}")
+            else:
+                both(f"DELETE FROM {{T}} WHERE id = {k}")
+                keys.discard(k)
         elif op == "merge":
             src = []
             for _ in range(r.randrange(1, 6)):

@@ -68,6 +68,8 @@ def test_routing_and_cross_server_statements(spark, cluster) -> None:
     spark.conf.set("spark.sql.catalog.multi.locator", locator)
     spark.conf.set("spark.sql.catalog.multi.secretFile", str(secret))
     t = "multi.default.spread"
+    ledger = Path(secret).parent / "s0" / "txn_decisions.jsonl"
+    decided_before = len(ledger.read_text().splitlines()) if ledger.exists() else 0
     spark.sql(f"CREATE TABLE {t} (k STRING, d DATE, id BIGINT, v INT, PRIMARY KEY (k, id)) TBLPROPERTIES ('buckets'='12')")
     src = spark.range(0, 2000, numPartitions=3).selectExpr("CONCAT('k', id % 37) AS k", "DATE'2024-01-01' + CAST(id % 5 AS INT) AS d", "id", "CAST(id AS INT) AS v")
     src.writeTo(t).append()
@@ -91,9 +93,31 @@ def test_routing_and_cross_server_statements(spark, cluster) -> None:
     # The JVM coordinator named the participants and committed the decider (s0, the
     # first by id) first: s0's ledger holds each successful statement's commit, the
     # others hold none (docs/in-doubt.md).
+    # Counted from the test's start: the module's other test may have run first.
     data = Path(secret).parent
-    decided = [json.loads(x)["txn"] for x in (data / "s0" / "txn_decisions.jsonl").read_text().splitlines()]
+    decided = [json.loads(x)["txn"] for x in ledger.read_text().splitlines()][decided_before:]
     assert len(decided) == 4 and all(x.startswith("spark-") for x in decided), decided
     for sid in ("s1", "s2"):
         f = data / sid / "txn_decisions.jsonl"
         assert not f.exists() or f.read_text() == ""
+
+
+def test_point_writes_reach_the_owning_server(spark, cluster) -> None:
+    """Single-row UPDATE / DELETE by full key (the SQL extension's one-request path) go to the key's
+    server of three: a wrong one would refuse them with NOT_OWNER."""
+    locator, secret = cluster
+    spark.conf.set("spark.sql.catalog.multi", "io.sparkext.spark.SparkExtCatalog")
+    spark.conf.set("spark.sql.catalog.multi.locator", locator)
+    spark.conf.set("spark.sql.catalog.multi.secretFile", str(secret))
+    t = "multi.default.points"
+    spark.sql(f"CREATE TABLE {t} (k STRING, id BIGINT, v INT, PRIMARY KEY (k, id)) TBLPROPERTIES ('buckets'='12')")
+    spark.range(0, 300, numPartitions=3).selectExpr("CONCAT('k', id % 7) AS k", "id", "CAST(id AS INT) AS v").writeTo(t).append()
+    runs = spark._jvm.io.sparkext.spark.PointWriteCommand.executed
+    before = runs()
+    for i in range(0, 300, 3):
+        spark.sql(f"UPDATE {t} SET v = {-i - 1} WHERE k = 'k{i % 7}' AND id = {i}")
+    for i in range(1, 300, 10):
+        spark.sql(f"DELETE FROM {t} WHERE id = {i} AND k = 'k{i % 7}'")
+    assert runs() - before == 100 + 30
+    expect = sorted((f"k{i % 7}", i, -i - 1 if i % 3 == 0 else i) for i in range(300) if i % 10 != 1)
+    assert sorted(tuple(r) for r in spark.table(t).collect()) == expect

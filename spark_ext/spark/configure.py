@@ -13,6 +13,9 @@ Then the builder gets (``builder.config`` only stores settings; the JVM starts l
 ``spark.plugins``                           the driver/executor plug-in (appended): at
                                             ``getOrCreate()`` it fails the start when the
                                             locator does not answer
+``spark.sql.extensions``                    the SQL extensions (appended): a single-row
+                                            ``UPDATE``/``DELETE`` by full primary key runs
+                                            as one store request, not a Spark job
 ``spark.sparkext.*``                        the store address for Python code on the driver
                                             (``locator``, ``secretFile``, ``embedded``,
                                             ``home``, ``catalogName``,
@@ -45,6 +48,7 @@ JAR_NAME = "spark-ext_2.13-0.1.0.jar"
 CATALOG_CLASS = "io.sparkext.spark.SparkExtCatalog"
 SESSION_CATALOG_CLASS = "io.sparkext.spark.SparkExtSessionCatalog"
 PLUGIN_CLASS = "io.sparkext.spark.SparkExtPlugin"
+EXTENSIONS_CLASS = "io.sparkext.spark.SparkExtSessionExtensions"
 ENV_JAR = "SPARK_EXT_JAR"
 
 _NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -146,7 +150,16 @@ def jar_classes(jar: str) -> set[str]:
             names = set(z.namelist())
     except (OSError, zipfile.BadZipFile):
         return set()
-    return {c for c in (CATALOG_CLASS, SESSION_CATALOG_CLASS, PLUGIN_CLASS) if c.replace(".", "/") + ".class" in names}
+    return {c for c in (CATALOG_CLASS, SESSION_CATALOG_CLASS, PLUGIN_CLASS, EXTENSIONS_CLASS)
+            if c.replace(".", "/") + ".class" in names}
+
+
+def _append(existing: dict[str, str], key: str, value: str) -> str:
+    """A comma-separated Spark list setting with ``value`` appended once."""
+    items = [p.strip() for p in existing.get(key, "").split(",") if p.strip()]
+    if value not in items:
+        items.append(value)
+    return ",".join(items)
 
 
 def settings(options: Options, store: A.StoreAddress, existing: dict[str, str] | None = None) -> dict[str, str]:
@@ -197,10 +210,10 @@ def settings(options: Options, store: A.StoreAddress, existing: dict[str, str] |
             logger.warning("spark-ext: session_catalog=True but no %s in the jar; the session catalog is unchanged",
                            SESSION_CATALOG_CLASS)
     if PLUGIN_CLASS in classes:
-        plugins = [p for p in existing.get("spark.plugins", "").split(",") if p]
-        if PLUGIN_CLASS not in plugins:
-            plugins.append(PLUGIN_CLASS)
-        conf["spark.plugins"] = ",".join(plugins)
+        conf["spark.plugins"] = _append(existing, "spark.plugins", PLUGIN_CLASS)
+    if EXTENSIONS_CLASS in classes:
+        # Without it, single-row UPDATE/DELETE still work, through Spark's row-level path (a job).
+        conf["spark.sql.extensions"] = _append(existing, "spark.sql.extensions", EXTENSIONS_CLASS)
     conf.setdefault("spark.sql.execution.arrow.pyspark.enabled", existing.get("spark.sql.execution.arrow.pyspark.enabled", "true"))
     return conf
 

@@ -113,16 +113,20 @@ def test_settings_with_a_jar_holding_the_classes(tmp_path: Path) -> None:
 
     jar = tmp_path / "spark-ext.jar"
     with zipfile.ZipFile(jar, "w") as z:
-        for c in (C.CATALOG_CLASS, C.SESSION_CATALOG_CLASS, C.PLUGIN_CLASS):
+        for c in (C.CATALOG_CLASS, C.SESSION_CATALOG_CLASS, C.PLUGIN_CLASS, C.EXTENSIONS_CLASS):
             z.writestr(c.replace(".", "/") + ".class", b"")
     o = C.validate_options(locator="h:7100", jar=str(jar), session_catalog=True, catalog_name="rows",
                            executor_start_server=True, ha_group="g1")
-    s = C.settings(o, A.StoreAddress(("h", 7100), b"x", "/etc/secret"), {"spark.jars": "/other.jar", "spark.plugins": "a.B"})
+    s = C.settings(o, A.StoreAddress(("h", 7100), b"x", "/etc/secret"),
+                   {"spark.jars": "/other.jar", "spark.plugins": "a.B", "spark.sql.extensions": "x.Ext"})
     assert s["spark.jars"] == f"/other.jar,{jar.resolve()}"
     assert s["spark.sql.catalog.rows"] == C.CATALOG_CLASS
     assert s["spark.sql.catalog.rows.locator"] == "h:7100" and s["spark.sql.catalog.rows.secretFile"] == "/etc/secret"
     assert s["spark.sql.catalog.spark_catalog"] == C.SESSION_CATALOG_CLASS
     assert s["spark.plugins"] == f"a.B,{C.PLUGIN_CLASS}"
+    assert s["spark.sql.extensions"] == f"x.Ext,{C.EXTENSIONS_CLASS}"
+    again = C.settings(o, A.StoreAddress(("h", 7100)), {"spark.sql.extensions": f"{C.EXTENSIONS_CLASS}, x.Ext"})
+    assert again["spark.sql.extensions"] == f"{C.EXTENSIONS_CLASS},x.Ext"  # appended once only
     assert s["spark.sparkext.locator"] == "h:7100" and s["spark.sparkext.embedded"] == "false"
     assert s["spark.sparkext.executorStartServer"] == "true" and s["spark.sparkext.haGroup"] == "g1"
     assert s["spark.sparkext.catalogName"] == "rows"
@@ -135,7 +139,7 @@ def test_settings_without_jar_classes(tmp_path: Path, caplog: Any) -> None:
     with zipfile.ZipFile(j, "w") as z:
         z.writestr("README", b"")
     s = C.settings(C.validate_options(jar=str(j)), A.StoreAddress(("h", 1)))
-    assert "spark.sql.catalog.store" not in s and "spark.plugins" not in s
+    assert "spark.sql.catalog.store" not in s and "spark.plugins" not in s and "spark.sql.extensions" not in s
     assert s["spark.jars"] == str(j.resolve()) and s["spark.sparkext.locator"] == "h:1"
     assert "lacks" in caplog.text
 
