@@ -559,10 +559,12 @@ class Store:
             del self._txns[cs.id]
         if self._in_doubt.get(cs.id) is cs:
             del self._in_doubt[cs.id]
-        pin = self._staged.get(cs.id)
-        if pin is not None and pin[2] is cs:
-            del self._staged[cs.id]
-            self._log_bytes_since_ckpt += pin[1]
+        if cs.id in self._staged:
+            with self._commit_lock:  # (a checkpoint reads the pins under it)
+                pin = self._staged.get(cs.id)
+                if pin is not None and pin[2] is cs:
+                    del self._staged[cs.id]
+                    self._log_bytes_since_ckpt += pin[1]
 
     def _log_abort(self, cs: ChangeSet) -> None:
         lsn = 0
@@ -603,9 +605,8 @@ class Store:
             pin = self._staged.get(cs.id)
             if pin is None:
                 pin = self._staged[cs.id] = [self._wal.last_lsn + 1, 0, cs]
-        lsn = self._wal.append(data, wait=False)
-        pin[1] += len(data)
-        return lsn
+            pin[1] += len(data)
+        return self._wal.append(data, wait=False)
 
     def _log(self, record: tuple[Any, ...], wait: bool = True) -> int:
         """Append a record; returns its LSN (0 without a log).
@@ -768,7 +769,7 @@ class Store:
                     # Records after replay_from are replayed: keep every undecided PREPARE,
                     # and the STAGE records of every undecided transaction.
                     replay_from = min([lsn, *(p - 1 for p in self._prepare_lsns.values()),
-                                       *(pin[0] - 1 for pin in list(self._staged.values()))])
+                                       *(pin[0] - 1 for pin in self._staged.values())])
                     catalog: dict[str, Any] = {"replay_from": replay_from, "tables": []}
                     contents = {}
                     for t in tables:
