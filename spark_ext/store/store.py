@@ -72,7 +72,7 @@ from spark_ext.exceptions import (
 )
 from spark_ext.store import alter
 from spark_ext.store import checkpoint as ckpt
-from spark_ext.store.codec import IpcBatch, decode_record, encode_point_commit, encode_record
+from spark_ext.store.codec import IpcBatch, decode_record, encode_point_commit, encode_record, encode_stage_record
 from spark_ext.store.schema import TableSchema
 from spark_ext.store.table import Table
 from spark_ext.store.txn import (
@@ -600,7 +600,7 @@ class Store:
         """
         if self._wal is None or not table.persistent or cs.state != "open":
             return 0
-        data = encode_record(("stage", cs.id, table.name, ipc))
+        data = encode_stage_record(cs.id, table.name, ipc)
         with self._commit_lock:
             pin = self._staged.get(cs.id)
             if pin is None:
