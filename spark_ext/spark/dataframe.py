@@ -36,10 +36,7 @@ from spark_ext.exceptions import BadArgumentError, SparkExtError, TypeMismatchEr
 logger = logging.getLogger(__name__)
 
 #: Rows buffered per server before one TXN_STAGE request (bounded by the frame cap).
-#: As the JVM writer's batches: small enough that the server orders and logs each one
-#: while the task reads the next (one request in flight from a sender thread), large
-#: enough that the requests' own cost stays small.
-STAGE_ROWS = 131_072
+STAGE_ROWS = 1_000_000
 STAGE_BYTES = 48 << 20
 DELETE_KEYS = 100_000
 COMMIT_RETRIES = 3
@@ -180,19 +177,8 @@ def stage_partition(payload: dict[str, Any], batches: Iterator[Any]) -> Iterator
     pending_bytes: dict[str, int] = {}
     staged = 0
     done: set[str] = set()  # servers where this part is prepared (it cannot be taken out there)
-    # Arrow rows are staged from a sender thread, one request in flight, while the task
-    # goes on reading and converting its next batches (the server orders and logs each
-    # staged batch on arrival). Its outcome is collected before the next request, before
-    # the task commits and before an abort, so errors surface as if sent directly.
-    sender: Any = None
-    inflight: list[Any] = []
-
-    def wait_inflight() -> None:
-        if inflight:
-            inflight.pop().result()
 
     def flush(sid: str) -> None:
-        nonlocal sender
         chunks = pending.pop(sid, [])
         pending_rows.pop(sid, None)
         pending_bytes.pop(sid, None)
@@ -201,13 +187,7 @@ def stage_partition(payload: dict[str, Any], batches: Iterator[Any]) -> Iterator
         batch = pa.Table.from_batches(chunks).combine_chunks().to_batches()[0] if len(chunks) > 1 else chunks[0]
         meta = {"txn": txn, "part": part, "table": payload["table"], "op": op, **fence}
         if op == "upsert":
-            body = write_ipc_stream(batch)
-            wait_inflight()
-            if sender is None:
-                from concurrent.futures import ThreadPoolExecutor
-
-                sender = ThreadPoolExecutor(1, thread_name_prefix=f"spark-ext-stage-{part}")
-            inflight.append(sender.submit(pools[sid].request, Kind.TXN_STAGE, meta, body, int(Flags.HAS_ARROW)))
+            pools[sid].request(Kind.TXN_STAGE, meta, write_ipc_stream(batch), int(Flags.HAS_ARROW))
             return
         tns = schema.key_type_names
         keys = batch_keys(schema, batch)
@@ -233,7 +213,6 @@ def stage_partition(payload: dict[str, Any], batches: Iterator[Any]) -> Iterator
                     flush(sid)
         for sid in list(pending):
             flush(sid)
-        wait_inflight()
         prepared = 0
         for sid in sorted(pools):  # task commit: prepare this part on every server
             r = pools[sid].request(Kind.TXN_PREPARE, {"txn": txn, "part": part, **fence})
@@ -243,19 +222,12 @@ def stage_partition(payload: dict[str, Any], batches: Iterator[Any]) -> Iterator
                 and ctx.attemptNumber() == 0 and payload.get("run") == 0:
             raise RuntimeError("spark-ext test: injected task failure after prepare")
     except BaseException:
-        try:
-            wait_inflight()  # a part is dropped only after its last stage has arrived
-        except BaseException:
-            pass
         for sid in sorted(set(pools) - done):  # task abort: drop this attempt's unprepared part
             try:
                 pools[sid].request(Kind.TXN_ABORT, {"txn": txn, "part": part})
             except Exception:
                 pass
         raise
-    finally:
-        if sender is not None:
-            sender.shutdown(wait=True)
     yield pa.RecordBatch.from_pydict({"part": [part], "rows": [staged], "n": [prepared]},
                                      schema=pa.schema([("part", pa.string()), ("rows", pa.int64()), ("n", pa.int64())]))
 
