@@ -204,9 +204,8 @@ def report(res: dict[str, Any]) -> str:
         "reflect the shared, loaded machine.", "",
         "Where `putInto`'s time goes (1,000,000 rows): the store server's side of the transaction "
         "(`python -m bench.bulk_stage_repro --rows 1000000 --upsert`: the same kind of Arrow data staged "
-        "straight to a server) takes 0.2-0.4 s of CPU, mostly while the tasks still run (each 131,072-row "
-        "batch is ordered and written to the log when it arrives; the commit writes a small record and "
-        "fsyncs). The rest is the Spark job through Python workers: a no-op `mapInArrow` over the same "
+        "straight to a server) takes 0.2-0.5 s of CPU (each task's rows are ordered and written to the "
+        "log when its request arrives; the commit writes a small record and fsyncs). The rest is the Spark job through Python workers: a no-op `mapInArrow` over the same "
         "DataFrame took 0.8 s on a quiet machine, more than rebuilding and caching it, so this target "
         "needs the write to go through the JVM bridge's writer (see docs/benchmarks.md, \"Bulk writes: "
         "rows logged as they arrive\").", "",
