@@ -29,7 +29,7 @@ from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store, Table
 from spark_ext.store import predicate as P
 from spark_ext.store.schema import TableSchema, batch_buckets
-from spark_ext.store.txn import order_rows
+from spark_ext.store.txn import OrderedBatch, order_rows
 from spark_ext.wire import values
 from spark_ext.wire.arrowio import read_ipc_stream, write_ipc_stream
 from spark_ext.wire.errors import WireError
@@ -651,7 +651,16 @@ class StoreService:
             change, n = (), 0
         else:
             raise BadArgumentError(f"unknown staged operation {op!r}")
-        self.txns.stage(self._txn_id(m), part, (op, t.name, change), n)
+        log = None
+        if op in ("insert", "upsert") and isinstance(change[0], OrderedBatch) and change[0].ipc is not None:
+            ordered = change[0]
+
+            def log(cs: Any) -> None:
+                # The rows go to the write-ahead log now, while the writer produces its
+                # next batch: the statement's commit record then only refers to them.
+                ordered.lsn = self.store.log_staged(cs, t, ordered.ipc)
+
+        self.txns.stage(self._txn_id(m), part, (op, t.name, change), n, log)
         return Frame(f.kind, f.request_id, {"staged": n})
 
     @staticmethod

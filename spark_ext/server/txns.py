@@ -168,14 +168,22 @@ class TxnManager:
 
     # --- steps --------------------------------------------------------------------------
 
-    def stage(self, txn_id: str, part: str, change: Change, rows: int) -> int:
-        """Buffer one change of ``part``. O(1) (the rows were decoded by the caller)."""
+    def stage(self, txn_id: str, part: str, change: Change, rows: int,
+              log: Callable[[ChangeSet], None] | None = None) -> int:
+        """Buffer one change of ``part``. O(1) (the rows were decoded by the caller).
+
+        ``log``: called with the transaction's change set once the change is accepted,
+        before it is buffered (the bulk write path logs the rows there, see
+        ``StoreService.txn_stage``); an error in it buffers nothing.
+        """
         t = self._get(txn_id, create=True)
         with t.lock:
             if t.final:
                 raise TransactionStateError(f"transaction {txn_id} is being committed; no more changes", txn=txn_id)
             if t.part_state.get(part) == PREPARED:
                 raise TransactionStateError(f"part {part!r} of transaction {txn_id} is already prepared", txn=txn_id)
+            if log is not None:
+                log(t.cs)
             t.parts.setdefault(part, []).append(change)
             t.part_state[part] = STAGING
         return rows

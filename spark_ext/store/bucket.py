@@ -282,8 +282,13 @@ class Bucket:
         for ix in ixs:
             ix.add_batch(run.batch, self.schema.key_positions)
 
-    def remove_keys_vectorized(self, keys: np.ndarray) -> None:
-        """Remove every live row whose int key is in ``keys`` (distinct; int path). O(k log n)."""
+    def remove_keys_vectorized(self, keys: np.ndarray, runs: int | None = None) -> int:
+        """Remove every live row whose int key is in ``keys`` (distinct; int path).
+
+        ``runs``: only the first ``runs`` runs can hold them (the runs after them were
+        appended by the same commit, whose bulks never share a live key), so only those
+        are searched. Returns how many of them were dropped whole. O(k log n).
+        """
         if self.delta:
             if len(self.delta) < len(keys):
                 wanted = set(keys.tolist())
@@ -293,7 +298,8 @@ class Bucket:
             for k in hits:
                 self.remove(k)
         dead: list[int] = []
-        for i, (run, dels) in enumerate(zip(self.runs, self.deleted)):
+        n_runs = len(self.runs) if runs is None else runs
+        for i, (run, dels) in enumerate(zip(self.runs[:n_runs], self.deleted[:n_runs])):
             pos = run.find_many(keys)
             found = pos[pos >= 0]
             if len(found):
@@ -314,6 +320,7 @@ class Bucket:
             del self.runs[i]
             del self.deleted[i]
         self._touch()
+        return len(dead)
 
     def clear(self) -> None:
         """Drop every row (indexes are emptied, definitions kept). O(1) + index rebuild."""

@@ -417,6 +417,29 @@ _OPS: Final[dict[type, Callable[[Any], bytes]]] = {
 }
 
 
+_OP_STAGE: Final = b"\x80\x05(\x8c\x05stage"
+_U64 = struct.Struct("<Q")
+
+
+def encode_stage_record(txn_id: str, table: str, rows: IpcBatch) -> bytes:
+    """Encode ``("stage", txn_id, table, rows)``: a bulk's rows logged when staged.
+
+    The same opcodes the batch pickler writes (PROTO 5, MARK, three strings, the batch's
+    persistent id ``(tag, bytes)`` and BINPERSID, TUPLE, STOP), written directly so that
+    the IPC bytes are copied once (pickling copies them into its buffer, then out of
+    it). Decodes (:func:`decode_record`) to the record :func:`encode_record` writes for
+    the same value. O(bytes).
+    """
+    data = rows.data
+    n = len(data)
+    try:
+        head = b"".join([_OP_STAGE, _op_str(txn_id), _op_str(table), _op_str(_IPC_TAG),
+                         b"B" + _U32.pack(n) if n < 1 << 32 else b"\x8e" + _U64.pack(n)])
+    except UnicodeEncodeError:
+        return encode_record(("stage", txn_id, table, rows))
+    return b"".join([head, data, b"\x86Qt."])
+
+
 def encode_point_commit(txn_id: str, table: str, items: list[tuple[Any, Any]]) -> bytes:
     """Encode ``("commit1", txn_id, [(table, False, items, [])])``: one statement's
     point changes (``items``: ``(key, row or None)``).

@@ -13,6 +13,14 @@ decreasing size, merging two when the newer one grows to half the older one's si
 a log-structured merge tree does), so a statement of many parts keeps O(log parts)
 arrays per bucket and merges O(rows log parts) keys in all.
 
+While the locked keys are dense (their span at most a few times their count, as the
+ids of a bulk load usually are) they are also marked in a flat boolean array indexed by
+``key - base``: then a part's check against the keys locked before is one vectorized
+gather, O(k) without binary searches into arrays of millions of keys (which cost about
+as much as the rest of a part's prepare put together), and the segments are not merged
+at all. Keys spread too thinly turn the array off for good; the segments are then merged
+into the levels above once and the binary searches take over.
+
 Not thread-safe on its own: the owning table's lock guards it.
 """
 
@@ -30,18 +38,34 @@ class SortedKeyLocks:
         num_buckets: the table's bucket count.
     """
 
-    __slots__ = ("levels", "count")
+    __slots__ = ("levels", "count", "dense", "base")
+
+    #: The dense array is kept while its length is at most this many bytes per key
+    #: locked, plus :attr:`DENSE_SLACK` (so that small sets of spread keys use it too).
+    DENSE_PER_KEY = 8
+    DENSE_SLACK = 1 << 22
 
     def __init__(self, num_buckets: int) -> None:
         self.levels: list[list[np.ndarray]] = [[] for _ in range(num_buckets)]
         self.count = 0  # keys added (a key is added at most once per change set)
+        #: ``dense[k - base]`` is True for every locked key ``k`` (None: keys too spread).
+        self.dense: np.ndarray | None = np.zeros(0, dtype=bool)
+        self.base = 0
 
     def add(self, keys: np.ndarray, bounds: np.ndarray) -> None:
         """Lock ``keys`` (int64, sorted within each bucket; bucket ``b`` is
         ``keys[bounds[b]:bounds[b + 1]]``), none of them locked here already.
 
-        O(k log parts) amortized.
+        O(k) while the keys are dense (see the module docstring), else O(k log parts)
+        amortized.
         """
+        if self.dense is not None and len(keys) and self._mark_dense(keys):
+            for b, lv in enumerate(self.levels):  # kept unmerged: only keys() reads them
+                lo, hi = int(bounds[b]), int(bounds[b + 1])
+                if hi > lo:
+                    lv.append(keys[lo:hi])
+            self.count += len(keys)
+            return
         for b, lv in enumerate(self.levels):
             lo, hi = int(bounds[b]), int(bounds[b + 1])
             if hi <= lo:
@@ -55,8 +79,42 @@ class SortedKeyLocks:
                 lv.append(np.sort(np.concatenate([older, newer]), kind="stable"))
         self.count += len(keys)
 
+    def _mark_dense(self, keys: np.ndarray) -> bool:
+        """Mark ``keys`` in the dense array, growing it; False (and the array turned off,
+        the segments merged into levels) when it would get too sparse. O(k) amortized."""
+        dense = self.dense
+        assert dense is not None
+        lo, hi = int(keys.min()), int(keys.max())
+        if len(dense):
+            lo, hi = min(lo, self.base), max(hi, self.base + len(dense) - 1)
+        span = hi - lo + 1
+        limit = self.DENSE_PER_KEY * (self.count + len(keys)) + self.DENSE_SLACK
+        if span > limit:
+            self.dense = None
+            for lv in self.levels:  # from here on the binary searches need merged levels
+                if len(lv) > 1:
+                    lv[:] = [np.sort(np.concatenate(lv))]
+            return False
+        if lo < self.base or hi >= self.base + len(dense):
+            # Grow with headroom above (ids usually grow), so that parts arriving in key
+            # order do not copy the array each time.
+            # (The last index stays within int64, so that comparisons cannot overflow.)
+            size = min(max(span, min(2 * len(dense), limit)), (1 << 63) - lo)
+            grown = np.zeros(size, dtype=bool)
+            if len(dense):
+                grown[self.base - lo:self.base - lo + len(dense)] = dense
+            self.dense = grown
+            self.base = lo
+        self.dense[keys - self.base] = True
+        return True
+
     def contains(self, bucket: int, key: int) -> bool:
-        """Whether ``key`` (of bucket ``bucket``) is locked here. O(log parts x log k)."""
+        """Whether ``key`` (of bucket ``bucket``) is locked here. O(1) while the keys are
+        dense, else O(log parts x log k)."""
+        dense = self.dense
+        if dense is not None:
+            i = key - self.base
+            return 0 <= i < len(dense) and bool(dense[i])
         for arr in self.levels[bucket]:
             i = int(np.searchsorted(arr, key))
             if i < len(arr) and int(arr[i]) == key:
@@ -66,8 +124,19 @@ class SortedKeyLocks:
     def hits(self, keys: np.ndarray, bounds: np.ndarray) -> np.ndarray:
         """Boolean mask over ``keys`` (ordered as in :meth:`add`): locked here.
 
-        O(k log parts x log n), vectorized.
+        O(k) while the locked keys are dense, else O(k log parts x log n); vectorized.
         """
+        dense = self.dense
+        if dense is not None:
+            if not len(dense):
+                return np.zeros(len(keys), dtype=bool)
+            # Compared before subtracting: a key far from ``base`` would wrap around.
+            inside = (keys >= self.base) & (keys <= self.base + len(dense) - 1)
+            if bool(inside.all()):
+                return dense[keys - self.base]
+            mask = np.zeros(len(keys), dtype=bool)
+            mask[inside] = dense[keys[inside] - self.base]
+            return mask
         mask = np.zeros(len(keys), dtype=bool)
         for b, lv in enumerate(self.levels):
             lo, hi = int(bounds[b]), int(bounds[b + 1])

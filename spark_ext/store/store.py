@@ -40,8 +40,16 @@ Log records (tuples, encoded by :mod:`spark_ext.store.codec`)::
     ("add_columns", table, [field_json])  ("rename_table", old_name, new_name)
     ("commit1", txn_id, changes)         one-phase commit
     ("prepare", txn_id, changes[, meta])  ("commit", txn_id)  ("abort", txn_id)
+    ("stage", txn_id, table, rows)       a bulk's rows, logged when they were staged
 
-``changes`` is ``ChangeSet.changes()``: per table (name, truncate, point items, bulks).
+``changes`` is ``ChangeSet.changes()``: per table (name, truncate, point items, bulks);
+a bulk is ``(rows, upsert)``, where ``rows`` is either the Arrow rows or the LSN (an int)
+of the STAGE record that holds them. Bulk writes through a server log their rows when
+each batch arrives (:meth:`Store.log_staged`, while the statement's other batches are
+still being produced), so that the statement's commit (or prepare) record is small and
+its end has only the fsync left. A STAGE record is garbage unless a COMMIT1 or PREPARE
+of its transaction refers to it (an aborted statement, a failed task attempt); an
+undecided transaction's STAGE records are kept by checkpoints like its PREPARE.
 """
 
 from __future__ import annotations
@@ -59,11 +67,12 @@ from spark_ext.exceptions import (
     BadArgumentError,
     NoSuchTableError,
     NoSuchTransactionError,
+    StorageError,
     TableExistsError,
 )
 from spark_ext.store import alter
 from spark_ext.store import checkpoint as ckpt
-from spark_ext.store.codec import decode_record, encode_point_commit, encode_record
+from spark_ext.store.codec import IpcBatch, decode_record, encode_point_commit, encode_record, encode_stage_record
 from spark_ext.store.schema import TableSchema
 from spark_ext.store.table import Table
 from spark_ext.store.txn import (
@@ -136,6 +145,10 @@ class Store:
         #: Called before a checkpoint trims the log (the in-doubt resolver makes its
         #: ledger durable first: the trimmed COMMIT records were its backup).
         self.before_log_trim: Callable[[], None] | None = None
+        #: Transactions with STAGE records: txn id -> [first STAGE LSN (kept by
+        #: checkpoints), bytes logged (counted towards the next checkpoint at the end),
+        #: the change set (by identity: an autocommit set's id may equal a txn id)].
+        self._staged: dict[str, list[Any]] = {}
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._recover()
@@ -572,6 +585,12 @@ class Store:
             del self._txns[cs.id]
         if self._in_doubt.get(cs.id) is cs:
             del self._in_doubt[cs.id]
+        if cs.id in self._staged:
+            with self._commit_lock:  # (a checkpoint reads the pins under it)
+                pin = self._staged.get(cs.id)
+                if pin is not None and pin[2] is cs:
+                    del self._staged[cs.id]
+                    self._log_bytes_since_ckpt += pin[1]
 
     def _log_abort(self, cs: ChangeSet) -> None:
         lsn = 0
@@ -583,6 +602,37 @@ class Store:
                 self._prepare_lsns.pop(cs.id, None)
         self._forget(cs)
         self._wait_durable(lsn, policy)
+
+    def _log_unstaged(self, cs: ChangeSet) -> None:
+        """An open change set that logged STAGE records is aborted: log an ABORT for it.
+
+        Not needed for correctness (no decision refers to those records, so recovery
+        ignores them) and not waited for; it lets recovery drop them when it reads it
+        rather than hold them to the end of the log. O(1).
+        """
+        if self._wal is not None and self._staged.get(cs.id, (0, 0, None))[2] is cs:
+            with self._commit_lock:
+                self._log(("abort", cs.id), wait=False)
+
+    def log_staged(self, cs: ChangeSet, table: Table, ipc: IpcBatch) -> int:
+        """Write a bulk's rows to the log as they are staged; returns the STAGE record's
+        LSN for :meth:`ChangeSet.insert` / ``upsert`` (via ``OrderedBatch.lsn``), or 0 when
+        nothing was logged (no log, a table in memory only).
+
+        Not fsynced here: the commit's fsync covers it (an fsync covers every earlier
+        record). Runs outside the commit lock (the write of a few MB must not hold up
+        other commits); the transaction's first STAGE LSN is registered before the
+        append, so a checkpoint running meanwhile keeps the record. O(bytes).
+        """
+        if self._wal is None or not table.persistent or cs.state != "open":
+            return 0
+        data = encode_stage_record(cs.id, table.name, ipc)
+        with self._commit_lock:
+            pin = self._staged.get(cs.id)
+            if pin is None:
+                pin = self._staged[cs.id] = [self._wal.last_lsn + 1, 0, cs]
+            pin[1] += len(data)
+        return self._wal.append(data, wait=False)
 
     def _log(self, record: tuple[Any, ...], wait: bool = True) -> int:
         """Append a record; returns its LSN (0 without a log).
@@ -629,11 +679,16 @@ class Store:
                     t._add_index(iname, cols, kind)
         self._wal = WriteAheadLog(self.data_dir / "wal", flush=self.flush)
         prepared: dict[str, tuple[int, list[Any], Any]] = {}
+        staged: dict[str, dict[int, Any]] = {}  # txn id -> {STAGE LSN: rows}
         n = 0
         for lsn, payload in self._wal.replay(after_lsn=min(replay_from, ckpt_lsn)):
             rec = decode_record(payload)
             n += 1
             kind = rec[0]
+            if kind == "stage":
+                # Kept (whatever its LSN) until its transaction's decision refers to it.
+                staged.setdefault(rec[1], {})[lsn] = rec[3]
+                continue
             if kind == "prepare":
                 prepared[rec[1]] = (lsn, rec[2], rec[3] if len(rec) > 3 else None)  # [3]: coordination meta
                 continue
@@ -641,17 +696,26 @@ class Store:
                 self.recovered_commits.append(rec[1])
                 entry = prepared.pop(rec[1], None)
                 if entry is not None and lsn > ckpt_lsn:
-                    self._replay_changes(entry[1])
+                    self._replay_changes(_resolve_staged(rec[1], entry[1], staged.get(rec[1], {})))
+                staged.pop(rec[1], None)
                 continue
             if kind == "abort":
                 prepared.pop(rec[1], None)
+                staged.pop(rec[1], None)
                 continue
             if lsn <= ckpt_lsn:
+                if kind == "commit1":
+                    staged.pop(rec[1], None)
                 continue  # already in the checkpoint
+            if kind == "commit1":
+                rec = (kind, rec[1], _resolve_staged(rec[1], rec[2], staged.pop(rec[1], {})))
             self._replay(rec)
         for txn_id, (lsn, changes, meta) in prepared.items():
-            cs = self._restage(txn_id, changes)
+            refs = [b for c in changes for b, _ in c[3] if isinstance(b, int)]
+            cs = self._restage(txn_id, _resolve_staged(txn_id, changes, staged.get(txn_id, {})))
             cs.meta = meta
+            if refs:
+                self._staged[txn_id] = [min(refs), 0, cs]  # still referred to: kept by checkpoints
             self._prepare_lsns[txn_id] = lsn
             self._in_doubt[txn_id] = cs
             logger.warning("transaction %s was prepared but not decided before the restart; it is in doubt", txn_id)
@@ -730,8 +794,10 @@ class Store:
                 with self._commit_lock:
                     lsn = self._wal.last_lsn
                     self._wal.rotate()
-                    # Records after replay_from are replayed: keep every undecided PREPARE.
-                    replay_from = min([lsn, *(p - 1 for p in self._prepare_lsns.values())])
+                    # Records after replay_from are replayed: keep every undecided PREPARE,
+                    # and the STAGE records of every undecided transaction.
+                    replay_from = min([lsn, *(p - 1 for p in self._prepare_lsns.values()),
+                                       *(pin[0] - 1 for pin in self._staged.values())])
                     catalog: dict[str, Any] = {"replay_from": replay_from, "tables": []}
                     contents = {}
                     for t in tables:
@@ -804,6 +870,29 @@ class Store:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _resolve_staged(txn_id: str, changes: list[Any], staged: dict[int, Any]) -> list[Any]:
+    """``changes`` of a COMMIT1 or PREPARE record with each bulk logged by LSN (an int)
+    replaced by the rows of that STAGE record of the same transaction. O(bulks).
+
+    Raises:
+        StorageError: a referenced STAGE record is not in the log (damaged or cut log).
+    """
+    out = []
+    for name, truncate, point, bulks in changes:
+        rows = []
+        for b, up in bulks:
+            if isinstance(b, int):
+                got = staged.get(b)
+                if got is None:
+                    raise StorageError(
+                        f"log damaged: transaction {txn_id} refers to the rows of STAGE record "
+                        f"{b} (table {name!r}), which the log does not hold")
+                b = got
+            rows.append((b, up))
+        out.append((name, truncate, point, rows))
+    return out
 
 
 def _batches_of(snaps: Iterable[Any], schema: pa.Schema) -> Iterable[pa.RecordBatch]:

@@ -379,6 +379,10 @@ class Table:
         if truncate:
             for b in self.buckets:
                 b.clear()
+        # Runs each bucket had before this change: the only ones an upsert's keys can be
+        # live in (the bulks of one change set never share a live key), so a statement of
+        # many parts searches O(parts x old runs) runs, not O(parts^2).
+        old_runs = [len(b.runs) for b in self.buckets]
         for entry in bulks:
             batch, upsert = entry[0], entry[1]
             bounds = entry[2] if len(entry) > 2 else None
@@ -399,7 +403,7 @@ class Table:
                     # A key of an upsert may be live already, or an insert brings back
                     # a key its change set deleted (flagged as upsert): drop old versions.
                     if schema.int_key:
-                        bucket.remove_keys_vectorized(batch_key_array(schema, sub))
+                        old_runs[bno] -= bucket.remove_keys_vectorized(batch_key_array(schema, sub), old_runs[bno])
                     else:
                         for k in batch_keys(schema, sub):
                             bucket.remove(k)

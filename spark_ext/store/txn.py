@@ -57,14 +57,17 @@ class Bulk:
     :mod:`spark_ext.store.keylocks`) rather than one dict entry each.
     """
 
-    __slots__ = ("batch", "upsert", "_keys", "key_arr", "bounds", "live", "array_locked", "_pos", "ipc")
+    __slots__ = ("batch", "upsert", "_keys", "key_arr", "bounds", "live", "array_locked", "_pos", "ipc", "lsn")
 
     def __init__(self, batch: pa.RecordBatch, upsert: bool, keys: list[Any] | None = None,
                  key_arr: np.ndarray | None = None, bounds: np.ndarray | None = None,
-                 ipc: IpcBatch | None = None) -> None:
+                 ipc: IpcBatch | None = None, lsn: int = 0) -> None:
         self.batch = batch
         #: ``batch`` already encoded for the log (``batch`` is a view of it), or None.
         self.ipc = ipc
+        #: LSN of the STAGE log record holding ``batch`` already (0: none), see
+        #: :meth:`Store.log_staged`: the commit record then refers to it.
+        self.lsn = lsn
         self.upsert = upsert
         self._keys = keys
         self.key_arr = key_arr
@@ -111,7 +114,7 @@ class OrderedBatch:
     so that staging them does not sort again. A change of the table's schema since then
     makes the change set conform them again."""
 
-    __slots__ = ("schema", "batch", "keys", "bounds", "ipc")
+    __slots__ = ("schema", "batch", "keys", "bounds", "ipc", "lsn")
 
     def __init__(self, schema: Any, batch: pa.RecordBatch, keys: np.ndarray, bounds: np.ndarray,
                  ipc: IpcBatch | None = None) -> None:
@@ -120,6 +123,7 @@ class OrderedBatch:
         self.keys = keys
         self.bounds = bounds
         self.ipc = ipc  # the batch encoded for the write-ahead log (batch is a view of it)
+        self.lsn = 0  # the STAGE log record already holding ``ipc`` (Store.log_staged), if any
 
     @property
     def num_rows(self) -> int:
@@ -315,7 +319,7 @@ class ChangeSet:
                 )
             if isinstance(rows, OrderedBatch):
                 if rows.schema is t.schema:
-                    return self._write_bulk(t, rows.batch, upsert, (rows.keys, rows.bounds), rows.ipc)
+                    return self._write_bulk(t, rows.batch, upsert, (rows.keys, rows.bounds), rows.ipc, rows.lsn)
                 rows = rows.batch  # the table changed since: conform again
             data = normalize_rows(t.schema, rows)
             if isinstance(data, pa.RecordBatch):
@@ -351,10 +355,11 @@ class ChangeSet:
     # --- staging: bulk path -------------------------------------------------------------
 
     def _write_bulk(self, t: "Table", batch: pa.RecordBatch, upsert: bool,
-                    ordered: tuple[np.ndarray, np.ndarray] | None = None, ipc: IpcBatch | None = None) -> int:
+                    ordered: tuple[np.ndarray, np.ndarray] | None = None, ipc: IpcBatch | None = None,
+                    lsn: int = 0) -> int:
         """Stage a conformed batch; ``ordered``: its keys and bucket bounds when the rows
-        are ordered by (bucket, key) already, ``ipc`` their log encoding (an
-        :class:`OrderedBatch`)."""
+        are ordered by (bucket, key) already, ``ipc`` their log encoding and ``lsn`` the
+        log record holding it already (an :class:`OrderedBatch`)."""
         schema = t.schema
         n = batch.num_rows
         if schema.hidden_rowid:
@@ -368,7 +373,8 @@ class ChangeSet:
             same = np.flatnonzero(arr[1:] == arr[:-1])
             if len(same):
                 raise _twice_error(t, int(arr[same[0]]))
-            bulk = Bulk(batch, upsert, key_arr=arr, bounds=bounds, ipc=ipc if ordered is not None else None)
+            bulk = Bulk(batch, upsert, key_arr=arr, bounds=bounds, ipc=ipc if ordered is not None else None,
+                        lsn=lsn if ordered is not None else 0)
             overlap = self._bulk_overlap(t, arr, bounds)
         else:
             arr = bounds = None
@@ -711,6 +717,8 @@ class ChangeSet:
                 raise TransactionStateError(f"transaction {self.id} is committed; it cannot abort", txn=self.id)
             if self.state == PREPARED:
                 self.store._log_abort(self)
+            else:
+                self.store._log_unstaged(self)
             self._release()
             self.pending.clear()
             self.state = ABORTED
@@ -743,15 +751,14 @@ class ChangeSet:
     # --- log form -------------------------------------------------------------------------
 
     def changes(self) -> list[tuple[Any, ...]]:
-        """The change set's content in a loggable form (see Store._apply_changes)."""
+        """The change set's content in a loggable form (see the log records in
+        :mod:`spark_ext.store.store`): a bulk whose rows are in a STAGE record already
+        (and all still live) is given by that record's LSN, not by its rows again."""
         out = []
         for name, p in self.pending.items():
             if p.is_empty():
                 continue
-            out.append(
-                (name, p.truncate, list(p.point.items()),
-                 [(b.ipc if b.ipc is not None and b.live is None else b.live_batch(), b.upsert) for b in p.bulks])
-            )
+            out.append((name, p.truncate, list(p.point.items()), [(_log_form(b), b.upsert) for b in p.bulks]))
         return out
 
 
@@ -846,6 +853,17 @@ def check_memory(store: "Store", entries: list[tuple[str, "Table", int, bool]]) 
                 "was not applied",
                 table=",".join(names), value=cur + added_total,
             )
+
+
+def _log_form(b: Bulk) -> Any:
+    """A bulk's rows as a log record holds them: the LSN of the STAGE record with them,
+    their IPC encoding, or the batch of its live rows."""
+    if b.live is None:
+        if b.lsn:
+            return b.lsn
+        if b.ipc is not None:
+            return b.ipc
+    return b.live_batch()
 
 
 def _batch_row(batch: pa.RecordBatch, pos: int) -> tuple[Any, ...]:

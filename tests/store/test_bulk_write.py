@@ -278,3 +278,119 @@ def test_rows_encoded_for_the_log_when_they_arrive_are_logged_as_they_are(tmp_pa
         s2.table("t")._check()
     finally:
         s2.close()
+
+
+def _staged(s: Store, cs, t, ids: np.ndarray, tag: str = "v"):
+    """An ordered batch of ``ids`` whose rows are logged now, as a server does when a
+    batch arrives (STAGE record), ready for ``cs.insert``/``cs.upsert``."""
+    from spark_ext.store.txn import OrderedBatch, order_rows
+
+    ob = order_rows(t.schema, _batch(ids, tag), encode=True)
+    assert isinstance(ob, OrderedBatch) and ob.ipc is not None
+    ob.lsn = s.log_staged(cs, t, ob.ipc)
+    assert ob.lsn > 0
+    return ob
+
+
+@pytest.mark.parametrize("how", ["one_phase", "two_phase", "checkpoint_then_commit", "crash_in_doubt"])
+def test_rows_logged_when_staged_are_recovered_through_the_decision(tmp_path: Path, how: str) -> None:
+    s = Store(tmp_path, background=False)
+    t = s.create_table("t", SCHEMA, primary_key="id", num_buckets=4)
+    t.insert(_batch(range(10**6, 10**6 + 100)))
+    rng = np.random.default_rng(17)
+    parts = _parts(rng, 9000, 3)
+    cs = s.begin("staged")
+    for p in parts:
+        cs.insert("t", _staged(s, cs, t, p))
+    _staged(s, cs, t, np.arange(5 * 10**6, 5 * 10**6 + 500))  # a failed task attempt's rows: never staged
+    # The decision refers to the STAGE records instead of holding the rows again.
+    assert [type(b) for b, _ in cs.changes()[0][3]] == [int, int, int]
+    if how in ("checkpoint_then_commit", "crash_in_doubt"):
+        if how == "crash_in_doubt":
+            cs.prepare()
+        s.checkpoint()  # must keep the undecided transaction's STAGE records
+        t.insert(_batch(range(2 * 10**6, 2 * 10**6 + 10)))
+        s.checkpoint()
+    if how == "crash_in_doubt":
+        s._wal.close()  # a crash after phase 1
+        s = Store(tmp_path, background=False)
+        assert s.in_doubt() == ["staged"] and s.table("t").count() == 110
+        with pytest.raises(ConflictError):
+            s.table("t").upsert((int(parts[0][0]), "x", 0.0))  # restored with its locks
+        s.checkpoint()  # the restored transaction's records are kept again
+        s.transaction("staged").commit()
+    else:
+        if how == "two_phase":
+            cs.prepare()
+        cs.commit()
+    expected = 9100 + (10 if how in ("checkpoint_then_commit", "crash_in_doubt") else 0)
+    before = contents(s.table("t"))
+    assert len(before) == expected
+    s._wal.close()  # kill -9 after the acknowledged commit
+    s2 = Store(tmp_path, background=False)
+    try:
+        t2 = s2.table("t")
+        assert contents(t2) == before and not s2.in_doubt()
+        assert t2.get(5 * 10**6) is None
+        t2._check()
+    finally:
+        s2.close()
+
+
+def test_aborted_statement_with_logged_rows_leaves_nothing_after_a_restart(tmp_path: Path) -> None:
+    s = Store(tmp_path, background=False)
+    t = s.create_table("t", SCHEMA, primary_key="id", num_buckets=4)
+    t.insert(_batch(range(0, 50)))
+    cs = s.begin("gone")
+    cs.insert("t", _staged(s, cs, t, np.arange(100, 3100)))
+    cs.abort()
+    cs2 = s.begin("open")  # logged, never decided: a crash in the middle of the statement
+    cs2.insert("t", _staged(s, cs2, t, np.arange(5000, 8000)))
+    s._wal.close()
+    s2 = Store(tmp_path, background=False)
+    try:
+        t2 = s2.table("t")
+        assert t2.count() == 50 and t2.get(100) is None and t2.get(5000) is None
+        assert not s2.in_doubt() and not s2._staged
+        cs3 = s2.begin("again")  # the keys are free
+        cs3.insert("t", _staged(s2, cs3, t2, np.arange(100, 3100)))
+        cs3.commit()
+        assert t2.count() == 3050
+    finally:
+        s2.close()
+
+
+def test_dense_key_locks_agree_with_a_set_and_turn_off_when_spread(store: Store, t) -> None:
+    rng = np.random.default_rng(19)
+    ids = rng.permutation(40_000).astype(np.int64) - 20_000  # dense, negative keys too
+    locks = SortedKeyLocks(4)
+    locked: set[int] = set()
+    probe_ids = np.concatenate([ids, np.arange(-60_000, -50_000), np.arange(50_000, 60_000),
+                                np.array([-(2**63), 2**63 - 1], dtype=np.int64)])
+    _, pk, pb = sort_by_bucket_and_key(t.schema, t.schema.conform_batch(_batch(probe_ids)))
+
+    def check() -> None:
+        assert locks.hits(pk, pb).tolist() == [int(k) in locked for k in pk]
+        for k in pk[::97].tolist():
+            assert locks.contains(t.schema.bucket_of_key(k), k) == (k in locked)
+        assert sorted(locks.keys()) == sorted(locked) and len(locks) == len(locked)
+
+    for part in np.array_split(ids, 8):
+        _, k, bd = sort_by_bucket_and_key(t.schema, t.schema.conform_batch(_batch(part)))
+        locks.add(k, bd)
+        locked.update(part.tolist())
+        assert locks.dense is not None
+        check()
+    far = np.array([2**62, -(2**62)], dtype=np.int64)  # too spread: binary searches from here
+    _, k, bd = sort_by_bucket_and_key(t.schema, t.schema.conform_batch(_batch(far)))
+    locks.add(k, bd)
+    locked.update(far.tolist())
+    assert locks.dense is None
+    check()
+    edge = SortedKeyLocks(4)  # a dense array ending at the largest key
+    top = np.arange(2**63 - 1000, 2**63 - 1, dtype=np.int64)
+    _, k, bd = sort_by_bucket_and_key(t.schema, t.schema.conform_batch(_batch(top)))
+    edge.add(k, bd)
+    assert edge.dense is not None
+    assert edge.hits(pk, pb).tolist() == [False] * len(pk)
+    assert edge.hits(k, bd).all()

@@ -421,3 +421,18 @@ def test_point_commit_refuses_subclasses_like_encode_record() -> None:
             encode_point_commit("x", "t", [(1, (v,))])
         with pytest.raises(CodecError):
             encode_point_commit("x", "t", [(v, None)])
+
+
+def test_stage_record_written_directly_decodes_as_the_pickled_one() -> None:
+    import pyarrow as pa
+
+    from spark_ext.store.codec import IpcBatch, batch_to_ipc, decode_record, encode_record, encode_stage_record
+
+    ipc = IpcBatch(batch_to_ipc(pa.record_batch({"id": pa.array(range(1000), pa.int64()),
+                                                 "v": [f"v{i}" for i in range(1000)]})))
+    for txn, table in (("tx-1", "ns.t"), ("é" * 300, "t"), ("lone\udc80", "t")):
+        direct = encode_stage_record(txn, table, ipc)
+        assert decode_record(direct, lazy_batches=True) == decode_record(encode_record(("stage", txn, table, ipc)),
+                                                                         lazy_batches=True)
+        rec = decode_record(direct)
+        assert rec[:3] == ("stage", txn, table) and rec[3].equals(ipc.to_batch())
