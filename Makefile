@@ -26,7 +26,7 @@ integration: venv
 	@if ls integration/test_*.py >/dev/null 2>&1; then $(PY) -m pytest -q integration; \
 	 else echo "integration: no integration tests yet"; fi
 
-test: jar unit integration
+test: jar typecheck unit integration
 
 jar: venv
 	@bash jvm_bridge/build.sh

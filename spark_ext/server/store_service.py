@@ -24,7 +24,7 @@ from spark_ext.exceptions import (
     SchemaError,
 )
 from spark_ext.server import scan_aggregates
-from spark_ext.server.tcp import FrameServer, Session, WouldBlock
+from spark_ext.server.tcp import FrameServer, Handler, Session, WouldBlock
 from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store, Table
 from spark_ext.store import predicate as P
@@ -131,7 +131,7 @@ class StoreService:
 
     def register(self, server: FrameServer) -> None:
         """Register this service's handlers on a frame server."""
-        for kind, fn in {
+        handlers: dict[Kind, Handler] = {
             Kind.GET: self.get, Kind.GET_MANY: self.get_many, Kind.PUT: self.put, Kind.INSERT: self.insert,
             Kind.UPDATE: self.update, Kind.DELETE: self.delete, Kind.UPDATE_WHERE: self.update_where,
             Kind.DELETE_WHERE: self.delete_where, Kind.TRUNCATE: self.truncate, Kind.SCAN: self.scan,
@@ -139,7 +139,8 @@ class StoreService:
             Kind.TXN_COMMIT: self.txn_commit, Kind.TXN_ABORT: self.txn_abort, Kind.TXN_STATUS: self.txn_status,
             Kind.OPEN_BUCKETS: self.open_buckets, Kind.CLOSE_BUCKETS: self.close_buckets,
             Kind.UPDATE_TABLE: self.update_table, Kind.STATUS: self.status, Kind.PING: self.ping,
-        }.items():
+        }
+        for kind, fn in handlers.items():
             server.register(kind, self._guarded(kind, fn) if kind in _FENCED else fn)
         # Point reads run on the event loop (see spark_ext/server/tcp.py): they take only
         # the table lock, and go to a worker thread instead when it is busy.
@@ -419,7 +420,7 @@ class StoreService:
             if self.owned.get(t.name) is not None and not schema.hidden_rowid:
                 self._check_owned(t, (schema.bucket_of_key(schema.coerce_key(
                     tuple(r[i] for i in schema.key_positions) if len(schema.key_positions) > 1 else r[schema.key_positions[0]]))
-                    for r in rows))
+                    for r in rows if r is not None))
             pad = (None,) * (schema.num_user_columns - self._width(t, f.metadata))
             return [tuple(r) + pad for r in rows if r is not None]
         raise BadArgumentError(f"table {t.name!r}: a write needs rows (an Arrow stream or compact rows)", table=t.name)
@@ -627,17 +628,17 @@ class StoreService:
             change, n = (keys,), len(keys)
         elif op == "replace":
             keys = self._keys(t, m.get("keys"))
-            rows = self._rows(t, f)
-            if not isinstance(rows, list):
-                rows = rows.to_pylist()  # dicts: columns are matched by name
+            staged_rows = self._rows(t, f)
+            # (Arrow rows become dicts: columns are matched by name.)
+            rows = staged_rows if isinstance(staged_rows, list) else staged_rows.to_pylist()
             if len(rows) != len(keys):
                 raise BadArgumentError(f"table {t.name!r}: replace needs as many rows as keys", table=t.name)
             if self.owned.get(t.name) is not None and not t.schema.hidden_rowid:
                 sch = t.schema
                 new_keys = []
                 for r in rows:
-                    vals = sch.dict_to_values(r) if isinstance(r, dict) else list(r)
-                    kv = [vals[i] for i in sch.key_positions]
+                    row_vals = sch.dict_to_values(r) if isinstance(r, dict) else list(r)
+                    kv = [row_vals[i] for i in sch.key_positions]
                     new_keys.append(sch.coerce_key(kv[0] if len(kv) == 1 else tuple(kv)))
                 self._check_owned(t, (sch.bucket_of_key(k) for k in new_keys))
             change, n = (list(zip(keys, rows)),), len(keys)
@@ -652,13 +653,14 @@ class StoreService:
         else:
             raise BadArgumentError(f"unknown staged operation {op!r}")
         log = None
-        if op in ("insert", "upsert") and isinstance(change[0], OrderedBatch) and change[0].ipc is not None:
-            ordered = change[0]
+        ordered = change[0] if op in ("insert", "upsert") and change else None
+        ipc = ordered.ipc if isinstance(ordered, OrderedBatch) else None
+        if isinstance(ordered, OrderedBatch) and ipc is not None:
 
             def log(cs: Any) -> None:
                 # The rows go to the write-ahead log now, while the writer produces its
                 # next batch: the statement's commit record then only refers to them.
-                ordered.lsn = self.store.log_staged(cs, t, ordered.ipc)
+                ordered.lsn = self.store.log_staged(cs, t, ipc)
 
         self.txns.stage(self._txn_id(m), part, (op, t.name, change), n, log)
         return Frame(f.kind, f.request_id, {"staged": n})

@@ -48,7 +48,7 @@ class Run:
                 # the cache line its binary search has just loaded.
                 keys = batch_key_array(schema, batch)
             self.keys = np.ascontiguousarray(keys, dtype=np.int64)
-            self._keys_mv = memoryview(self.keys)
+            self._keys_mv = self.keys.data  # (a memoryview of the array's buffer)
         else:
             self.key_pos = {k: i for i, k in enumerate(batch_keys(schema, batch))}
         self.batch = batch

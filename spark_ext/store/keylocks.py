@@ -103,9 +103,9 @@ class SortedKeyLocks:
             grown = np.zeros(size, dtype=bool)
             if len(dense):
                 grown[self.base - lo:self.base - lo + len(dense)] = dense
-            self.dense = grown
+            self.dense = dense = grown
             self.base = lo
-        self.dense[keys - self.base] = True
+        dense[keys - self.base] = True
         return True
 
     def contains(self, bucket: int, key: int) -> bool:

@@ -365,6 +365,7 @@ class ChangeSet:
         if schema.hidden_rowid:
             batch = batch.append_column(pa.field(ROWID, pa.int64(), nullable=False), pa.array(t.reserve_rowids(n)))
         p = self._pending(t)
+        arr: np.ndarray | None
         if schema.int_key:
             if ordered is not None:
                 arr, bounds = ordered
@@ -432,6 +433,7 @@ class ChangeSet:
                 kl = t.bulk_locks.get(self)
                 if kl is None:
                     kl = t.bulk_locks[self] = SortedKeyLocks(schema.num_buckets)
+                assert bounds is not None  # (set with arr above)
                 kl.add(arr, bounds)
                 bulk.array_locked = True
             else:
