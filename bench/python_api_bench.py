@@ -229,13 +229,12 @@ def report(res: dict[str, Any]) -> str:
         "Point writes are slower than DuckDB's because each one is durable before it returns (write-ahead "
         "log fsync with flush policy `commit`); `--flush group` or `off` trades that for speed. p99 values "
         "reflect the shared, loaded machine.", "",
-        "Where `putInto`'s time goes (1,000,000 rows): the store server's side of the transaction "
-        "(`python -m bench.bulk_stage_repro --rows 1000000 --upsert`: the same kind of Arrow data staged "
-        "straight to a server) takes 0.2-0.5 s of CPU (each task's rows are ordered and written to the "
-        "log when its request arrives; the commit writes a small record and fsyncs). The rest is the Spark job through Python workers: a no-op `mapInArrow` over the same "
-        "DataFrame took 0.8 s on a quiet machine, more than rebuilding and caching it, so this target "
-        "needs the write to go through the JVM bridge's writer (see docs/benchmarks.md, \"Bulk writes: "
-        "rows logged as they arrive\").", "",
+        "`putInto` runs on its default path: the JVM bridge's DSv2 writer when the jar's catalog is there "
+        "(JVM tasks stage their rows straight to the servers; no Python workers), measured in the same "
+        "rounds as the Python path (`putInto(t, path=\"python\")`: a `mapInArrow` job, whose no-op alone took "
+        "0.8 s per 1,000,000 rows on a quiet machine). The store server's side of the transaction "
+        "(`python -m bench.bulk_stage_repro --rows 1000000 --upsert`) takes 0.2-0.5 s of CPU. "
+        "`--bulk-only` measures just the bulk rounds.", "",
     ]
     return "\n".join(md)
 
