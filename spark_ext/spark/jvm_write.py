@@ -101,19 +101,20 @@ def _quoted(name: str) -> str:
 
 
 def translate(e: BaseException, table: str) -> BaseException | None:
-    """The spark_ext error behind a failed JVM write (tagged ``[spark-ext CODE]``), if any."""
-    from spark_ext.client.connection import RemoteError, _BY_CODE
+    """The spark_ext error behind a failed JVM write (tagged ``[spark-ext CODE]``), if any.
 
-    text = str(e)
-    found = _CODE.findall(text)
-    if found:
-        code, msg = next(((c, m) for c, m in found if c != "TXN_STATE"), found[0])
-        cls = _BY_CODE.get(code, RemoteError)
-        err = cls.__new__(cls)
-        SparkExtError.__init__(err, msg.strip(), table=table)
-        err.code = code
-        return err
-    return None
+    The code is the wire error's name, so the class is the one the Python client raises
+    for it (:func:`~spark_ext.client.connection.typed_error`). A retried task's
+    ``TXN_STATE`` is passed over for the violation that poisoned the transaction.
+    """
+    from spark_ext.client.connection import typed_error
+    from spark_ext.wire.errors import WireError
+
+    found = _CODE.findall(str(e))
+    if not found:
+        return None
+    code, msg = next(((c, m) for c, m in found if c != "TXN_STATE"), found[0])
+    return typed_error(WireError(0, msg.strip(), {"table": table}, name=code))
 
 
 def _null_checked(column: Any, table: str, name: str, key: bool) -> Any:
