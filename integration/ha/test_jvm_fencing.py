@@ -7,7 +7,10 @@ real one does (a fenced PING to every store server, a fenced DDL at the locator)
 Spark SQL write the application then sends with token 5 must be refused by the servers
 with the fencing error naming the group, the refused and the newest token: INSERT
 (tasks stage with the fence), INSERT OVERWRITE (the driver stages a truncate), UPDATE and
-DELETE (delta writes, and single-row ones by key, which the driver sends itself), ``writeTo().append()``, and CREATE TABLE (the locator). Nothing it
+DELETE (delta writes, and single-row ones by key, which the driver sends itself), ``writeTo().append()``,
+``df.putInto`` on both its paths (the JVM writer, and the Python ``mapInArrow`` job whose
+client carries the same token) as :class:`~spark_ext.exceptions.FencedError`, and CREATE
+TABLE (the locator). Nothing it
 sent may be visible. Told its leadership is lost (``Fence.lose``), the JVM refuses at
 once. Run on ``local[2]`` and on ``local-cluster[2,1,1024]``, where the tasks run in two
 executor JVMs that only know the token from the serialized writer factory.
@@ -48,6 +51,23 @@ def attempt(what, run):
 sql = lambda s: (lambda: spark.sql(s))
 spark.sql(f"CREATE TABLE {table} (id BIGINT, v STRING, PRIMARY KEY (id)) TBLPROPERTIES ('buckets'='4')")
 Fence.lead(group, 5)
+from spark_ext.spark import address as A, dataframe as D
+A.client_for(A.from_spark(spark)).fence = {"group": group, "token": 5}  # what configure(ha_group=...) sets
+def put(path, first, v="stale"):
+    def run():
+        try:
+            spark.range(first, first + 100, 1, 4).selectExpr("id", f"'{v}' AS v").putInto(table, path=path)
+        finally:
+            out["ran_" + path] = D.last_path
+    return run
+def typed(what, run):
+    try:
+        run()
+        out[what] = "ok"
+    except Exception as e:
+        out[what] = type(e).__name__ + ": " + str(e)[:3000]
+typed("put5_jvm", put("jvm", 7000, "put5"))
+out["put5_jvm_path"] = D.last_path
 attempt("insert5", sql(f"INSERT INTO {table} SELECT id, 'five' FROM range(0, 1000, 1, 4)"))
 # A newer leader takes over: token 6 goes to every store server and to the locator.
 host, port = locator.rsplit(":", 1)
@@ -65,6 +85,8 @@ attempt("point_update", sql(f"UPDATE {table} SET v = 'stale' WHERE id = 3"))
 attempt("point_delete", sql(f"DELETE FROM {table} WHERE id = 4"))
 out["point_runs"] = spark._jvm.io.sparkext.spark.PointWriteCommand.executed() - point_before
 attempt("append", lambda: spark.range(3000, 3010).selectExpr("id", "'stale' AS v").writeTo(table).append())
+typed("put_jvm", put("jvm", 5000))
+typed("put_python", put("python", 5100))
 attempt("create", sql(f"CREATE TABLE {table}_zombie (id BIGINT, PRIMARY KEY (id))"))
 Fence.lead(group, 6)  # this JVM is now the current leader
 attempt("insert6", sql(f"INSERT INTO {table} SELECT id, 'six' FROM range(2000, 2010, 1, 2)"))
@@ -72,6 +94,7 @@ Fence.lose(group, 5, "an older term: ignored")
 Fence.lose(group, 6, "test: lease lost")
 attempt("lost_insert", sql(f"INSERT INTO {table} SELECT id, 'lost' FROM range(4000, 4010, 1, 2)"))
 attempt("lost_point_update", sql(f"UPDATE {table} SET v = 'lost' WHERE id = 5"))
+typed("lost_put_jvm", put("jvm", 5200))
 attempt("lost_create", sql(f"CREATE TABLE {table}_lost (id BIGINT, PRIMARY KEY (id))"))
 print("RESULT " + json.dumps(out), flush=True)
 spark.stop()
@@ -104,8 +127,15 @@ def test_old_token_of_a_jvm_write_is_refused(ha_cluster: Cluster, master: str, t
     for what in ("lost_insert", "lost_create", "lost_point_update"):
         assert f"[spark-ext FENCED] leader group '{group}': this driver lost its leadership (test: lease lost); " \
                f"token 6 may not write" in out[what], (what, out[what])
+    # putInto: refused on both paths with the same typed error (put5 wrote ids 7000..7099 while token 5 led).
+    assert out["put5_jvm"] == "ok" and out["put5_jvm_path"] == "jvm", out
+    assert out["ran_jvm"] == "jvm" and out["ran_python"] == "python", out
+    for what in ("put_jvm", "put_python"):
+        assert out[what].startswith("FencedError: ") and refused in out[what], (what, out[what])
+    assert out["lost_put_jvm"].startswith("FencedError: ") and "this driver lost its leadership" in out["lost_put_jvm"], out
     c = ha_cluster.admin()
     rows = {r["id"]: r["v"] for r in c.scan(f"default.{table}").to_pylist()}
-    assert rows == {**{i: "five" for i in range(1000)}, **{i: "six" for i in range(2000, 2010)}}
+    assert rows == {**{i: "five" for i in range(1000)}, **{i: "six" for i in range(2000, 2010)},
+                    **{i: "put5" for i in range(7000, 7100)}}
     tables = c.list_tables("default")
     assert f"{table}_zombie" not in tables and f"{table}_lost" not in tables

@@ -147,6 +147,11 @@ def test_put_into_across_servers_is_atomic(spark: Any, cluster: Any, table_name:
     assert len(set(cluster.admin().table(t.name).placement)) == 3
     df = spark.range(0, 30000, numPartitions=5).selectExpr("id", "cast(id as string) as v")
     assert df.putInto(t) == 30000
+    from spark_ext.spark import dataframe as D
+
+    assert D.last_path == "python"  # the table is not in the session's store: the JVM catalog cannot reach it
+    with pytest.raises(BadArgumentError, match="path 'jvm' is not possible: the table is in another store"):
+        df.putInto(t, path="jvm")
     assert t.count() == 30000 and t.get(12345) == {"id": 12345, "v": "12345"}
     bad = spark.range(0, 30000, numPartitions=5).selectExpr("if(id = 29999, null, id + 30000) as id", "'new' as v")
     with pytest.raises(NullKeyError):
@@ -166,3 +171,90 @@ def test_put_into_duplicate_keys_in_one_batch(spark: Any, items: Any) -> None:
     with pytest.raises(DuplicateKeyError, match="appears twice"):
         df.putInto(items)
     assert rows(items) == before
+
+
+# --- the two paths: the JVM bridge's writer and the Python mapInArrow job -----------------
+
+PATHS = ["jvm", "python"]
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_put_into_on_each_path(spark: Any, table_name: str, path: str) -> None:
+    from spark_ext.spark import dataframe as D
+
+    t = StoreTable.create(spark, table_name, "id long, item string, qty int, m decimal(10,2), ts timestamp, "
+                          "b binary", primaryKey="id")
+    t.put([(1, "apple", 3, None, None, None), (2, "pear", 5, None, None, None)])
+    # Other order and case, narrower types (int into long, long into int), missing columns -> NULL.
+    df = spark.sql("""select cast(7 as long) as QTY, cast(id as int) as Id, concat('n', id) as item,
+                      cast(1.25 as decimal(10,2)) as m, timestamp'2024-05-06 07:08:09 UTC' as ts
+                      from range(2, 2002, 1, 3)""")
+    assert df.putInto(t, path=path) == 2000
+    assert D.last_path == path
+    assert t.count() == 2001
+    ts = dt.datetime(2024, 5, 6, 7, 8, 9, tzinfo=dt.timezone.utc)
+    assert t.get(1) == {"id": 1, "item": "apple", "qty": 3, "m": None, "ts": None, "b": None}
+    assert t.get(2) == {"id": 2, "item": "n2", "qty": 7, "m": decimal.Decimal("1.25"), "ts": ts, "b": None}
+    assert t.get(2001) == {"id": 2001, "item": "n2001", "qty": 7, "m": decimal.Decimal("1.25"), "ts": ts, "b": None}
+    assert spark.createDataFrame([], "id long").putInto(t, path=path) == 0
+    assert t.count() == 2001
+
+
+def _failure(call: Any) -> tuple[type, str]:
+    with pytest.raises(Exception) as ei:
+        call()
+    return type(ei.value), str(ei.value)
+
+
+def test_put_into_errors_are_the_same_on_both_paths(spark: Any, table_name: str) -> None:
+    from spark_ext.exceptions import DuplicateKeyError, NotNullViolationError
+
+    t = StoreTable.create(spark, table_name, "id long, v string not null, n int", primaryKey="id")
+    t.put([(1, "one", 1)])
+    cases = [  # (DataFrame, expected type, the message both paths give, word for word up to its end)
+        (spark.range(0, 3000, 1, 3).selectExpr("if(id = 2222, null, id + 10) as id", "'x' as v"),
+         NullKeyError, f"table '{t.name}': key column 'id' cannot be NULL"),
+        (spark.range(0, 3000, 1, 3).selectExpr("id + 10 as id", "if(id = 1234, null, 'x') as v"),
+         NotNullViolationError, f"table '{t.name}': column 'v' is NOT NULL"),
+        (spark.range(0, 3000, 1, 3).selectExpr("id + 10 as id", "'x' as v", "if(id = 99, 1L << 40, 1L) as n"),
+         ValueOutOfRangeError, f"table '{t.name}', column 'n': value 1099511627776 does not fit int32"),
+        (spark.createDataFrame([(7, "a"), (8, "b"), (7, "c")], "id long, v string").coalesce(1),
+         DuplicateKeyError, "appears twice"),
+    ]
+    before = rows(t)
+    for df, err, msg in cases:
+        got = {path: _failure(lambda: df.putInto(t, path=path)) for path in PATHS}
+        for path, (typ, text) in got.items():
+            assert typ is err and msg in text, (path, typ, text)
+        assert got["jvm"][1].split(msg)[0] == got["python"][1].split(msg)[0], got  # same start, naming the same
+        assert rows(t) == before  # nothing of the failed statement is visible
+    # Checked before any job, on both paths alike.
+    for path in PATHS:
+        typ, text = _failure(lambda: spark.createDataFrame([(1, 2.5)], "id long, n double").putInto(t, path=path))
+        assert typ is TypeMismatchError and "column 'n' is double in the DataFrame but int32" in text
+
+
+def test_put_into_path_choice(spark: Any, table_name: str) -> None:
+    from spark_ext.spark import dataframe as D
+
+    t = StoreTable.create(spark, table_name, "id long, x double", primaryKey="id")
+    df = spark.createDataFrame([(1, 1.5)], "id long, x double")
+    assert df.putInto(t) == 1 and D.last_path == "jvm"  # auto: the session has the bridge
+    spark.conf.set("spark.sparkext.putInto.path", "python")
+    try:
+        assert df.putInto(t) == 1 and D.last_path == "python"
+        assert df.putInto(t, path="auto") == 1 and D.last_path == "jvm"  # the keyword wins over the conf
+        spark.conf.set("spark.sparkext.putInto.path", "sideways")
+        with pytest.raises(BadArgumentError, match="conf spark.sparkext.putInto.path: expected one of auto, jvm, "
+                                                   "python, got 'sideways'"):
+            df.putInto(t)
+    finally:
+        spark.conf.unset("spark.sparkext.putInto.path")
+    with pytest.raises(BadArgumentError, match=r"putInto\(path=...\): expected one of auto, jvm, python, got 'fast'"):
+        df.putInto(t, path="fast")
+    # An integer into a double column: Arrow checks each value on the Python path, so auto goes there.
+    ints = spark.createDataFrame([(2, 3)], "id long, x long")
+    assert ints.putInto(t) == 1 and D.last_path == "python"
+    with pytest.raises(BadArgumentError, match=r"path 'jvm' is not possible: column 'x' \(int64\) into float64"):
+        ints.putInto(t, path="jvm")
+    assert rows(t) == [{"id": 1, "x": 1.5}, {"id": 2, "x": 3.0}]

@@ -1,4 +1,4 @@
-"""putInto / deleteFrom with two real executor JVMs (local-cluster[2,1,1024]).
+"""putInto (both paths) / deleteFrom with two real executor JVMs (local-cluster[2,1,1024]).
 
 A process can hold one SparkContext, and the shared local[2] session lives in the test
 process, so this runs in a child Python process against the same private store.
@@ -24,17 +24,22 @@ import json, os, sys
 from spark_ext.spark.testing import local_session
 from spark_ext import StoreTable
 from spark_ext.exceptions import NullKeyError
+from spark_ext.spark import dataframe as D
 spark = local_session("local-cluster[2,1,1024]", "spark-ext-local-cluster")
 name = sys.argv[1]
 t = StoreTable.forName(spark, name)
 df = spark.range(0, 200000, numPartitions=6).selectExpr("id", "cast(id % 1000 as int) as qty", "concat('i', id) as item")
-out = {"put": df.putInto(name)}
+out = {"put": df.putInto(name), "put_path": D.last_path}
 out["executors"] = spark.sparkContext._jsc.sc().getExecutorMemoryStatus().size() - 1
+again = spark.range(100000, 200000, numPartitions=3).selectExpr("id", "-1 as qty", "concat('p', id) as item")
+out["put_python"] = again.putInto(name, path="python")
+out["put_python_path"] = D.last_path
 bad = spark.range(0, 50000, numPartitions=4).selectExpr("if(id = 49999, null, id + 500000) as id")
-try:
-    bad.putInto(t)
-except NullKeyError as e:
-    out["bad"] = str(e)
+for path in ("jvm", "python"):
+    try:
+        bad.putInto(t, path=path)
+    except NullKeyError as e:
+        out["bad_" + path] = str(e)
 out["deleted"] = spark.range(0, 200000, 4).deleteFrom(t)
 out["count"] = t.count()
 print("RESULT " + json.dumps(out))
@@ -54,7 +59,10 @@ def test_put_into_on_local_cluster(spark: Any, store_home: Any, table_name: str,
     assert r.returncode == 0 and lines, r.stdout[-2000:] + r.stderr[-4000:]
     out = json.loads(lines[0][len("RESULT "):])
     assert out["executors"] == 2
-    assert out["put"] == 200000
-    assert "key column 'id' cannot be NULL" in out["bad"]
+    assert out["put"] == 200000 and out["put_path"] == "jvm"  # the JVM writer, in two executor JVMs
+    assert out["put_python"] == 100000 and out["put_python_path"] == "python"
+    for path in ("jvm", "python"):
+        assert f"table '{t.name}': key column 'id' cannot be NULL" in out["bad_" + path], out
     assert out["deleted"] == 50000 and out["count"] == 150000
     assert t.get(1) == {"id": 1, "item": "i1", "qty": 1} and t.get(4) is None and t.get(500001) is None
+    assert t.get(100001) == {"id": 100001, "item": "p100001", "qty": -1}

@@ -1,6 +1,8 @@
 """``df.putInto(table)`` and ``df.deleteFrom(table)``: distributed, atomic writes from Python.
 
-No JVM bridge is involved. The statement is one staged transaction on the store servers
+putInto takes the JVM bridge's DSv2 writer when the session has it (see
+:mod:`spark_ext.spark.jvm_write`; ``path=`` / conf ``spark.sparkext.putInto.path``), after
+the same checks. Otherwise, and for deleteFrom, no JVM bridge is involved. The statement is one staged transaction on the store servers
 (``spark_ext/server/txns.py``), driven like a Spark DSv2 write:
 
 1. the driver checks the DataFrame's columns and types against the table (nothing runs
@@ -275,7 +277,11 @@ def _servers(info: Any) -> dict[str, tuple[str, int]]:
     return out
 
 
-def run_statement(df: Any, table: Any, op: str, _test_fail_after_prepare: bool = False) -> int:
+#: Which path the last putInto of this process took ("jvm" or "python"): for tests and logs.
+last_path: str | None = None
+
+
+def run_statement(df: Any, table: Any, op: str, _test_fail_after_prepare: bool = False, path: str = "python") -> int:
     """Run a putInto ("upsert") or deleteFrom ("delete") statement; see the module doc.
 
     If a task attempt prepared its part and then failed (Spark retried it, or ran a
@@ -285,7 +291,7 @@ def run_statement(df: Any, table: Any, op: str, _test_fail_after_prepare: bool =
     """
     for run in range(STATEMENT_RUNS):
         try:
-            return _run_once(df, table, op, run, _test_fail_after_prepare)
+            return _run_once(df, table, op, run, _test_fail_after_prepare, path)
         except X.TransactionStateError as e:
             if "not in the commit" not in str(e) or run == STATEMENT_RUNS - 1:
                 raise
@@ -294,9 +300,11 @@ def run_statement(df: Any, table: Any, op: str, _test_fail_after_prepare: bool =
     raise AssertionError("unreachable")
 
 
-def _run_once(df: Any, table: Any, op: str, run: int, fail_after_prepare: bool) -> int:
+def _run_once(df: Any, table: Any, op: str, run: int, fail_after_prepare: bool, path: str = "python") -> int:
+    global last_path
     from pyspark.sql import functions as F
 
+    from spark_ext.spark import jvm_write
     from spark_ext.wire.kinds import Kind
 
     what = "putInto" if op == "upsert" else "deleteFrom"
@@ -304,8 +312,21 @@ def _run_once(df: Any, table: Any, op: str, run: int, fail_after_prepare: bool) 
         raise BadArgumentError(f"{what} is a method of a Spark DataFrame, got {type(df).__name__}")
     client, info, name = _target(df, table, what)
     case_sensitive = str(df.sparkSession.conf.get("spark.sql.caseSensitive", "false")).lower() == "true"
-    cols = plan_columns(name, info.schema, _spark_fields(df), op, case_sensitive)
+    fields = _spark_fields(df)
+    cols = plan_columns(name, info.schema, fields, op, case_sensitive)
     servers = _servers(info)
+    if op == "upsert" and path != "python" and not fail_after_prepare:
+        reason = jvm_write.why_not(df.sparkSession, client, fields, cols, info.schema)
+        if reason is None:
+            if client.leadership is not None:
+                client.leadership.check()  # a deposed leader starts no job
+            last_path = "jvm"
+            return jvm_write.write(df, info, cols, jvm_write.catalog_of(df.sparkSession) or "")
+        if path == "jvm":
+            raise BadArgumentError(f"putInto into {name!r}: path 'jvm' is not possible: {reason}", table=name)
+        logger.debug("putInto into %s: the Python path, because %s", name, reason)
+    if op == "upsert":
+        last_path = "python"
     txn = f"pyspark-{op}-{uuid.uuid4().hex}"
     payload = {
         "txn": txn, "op": op, "table": info.full_name, "spec": info.schema.to_json(),
@@ -388,8 +409,13 @@ def _settle_decider(what: str, name: str, txn: str, pool: Any, e: BaseException,
     raise e
 
 
-def put_into(df: Any, table: Any) -> int:
-    return run_statement(df, table, "upsert")
+def put_into(df: Any, table: Any, path: str | None = None) -> int:
+    """putInto; ``path`` is ``"auto"``, ``"jvm"`` or ``"python"`` (None: the session's conf)."""
+    from spark_ext.spark.jvm_write import requested_path
+
+    if not hasattr(df, "sparkSession"):
+        raise BadArgumentError(f"putInto is a method of a Spark DataFrame, got {type(df).__name__}")
+    return run_statement(df, table, "upsert", path=requested_path(df.sparkSession, path))
 
 
 def delete_from(df: Any, table: Any) -> int:

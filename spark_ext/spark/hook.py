@@ -14,18 +14,26 @@ from typing import Any, Sequence
 TARGET = "pyspark.sql.dataframe"
 
 
-def putInto(self: Any, table: Any) -> int:
+def putInto(self: Any, table: Any, path: str | None = None) -> int:
     """Upsert this DataFrame's rows into a store table by its primary key.
 
     Columns are matched by name (case-insensitively when Spark is); table columns the
     DataFrame lacks become NULL. Atomic: one staged transaction over every store server
     of the table, committed by the driver after all tasks prepared; if anything fails,
-    nothing is visible. Runs one Spark job (``mapInArrow``) whose tasks send their rows
-    straight to the owning servers; no JVM bridge needed.
+    nothing is visible. Runs one Spark job whose tasks send their rows straight to the
+    owning servers: with the JVM bridge (the jar and the store's catalog configured), the
+    catalog's DSv2 writer in ``upsert`` mode (JVM tasks, no Python workers); without it, a
+    ``mapInArrow`` job through Python workers. Both check the input the same way first
+    and raise the same errors.
 
     Args:
         table: a table name (``"ns.t"``, optionally prefixed by the catalog name) or a
             :class:`~spark_ext.StoreTable`.
+        path: ``"auto"`` (the JVM writer when the session has it, the table is in the
+            session's store and no column is narrowed - e.g. long into int - whose values
+            the Python path checks one by one), ``"jvm"`` (the JVM writer, or
+            BadArgumentError saying why not), ``"python"`` (the ``mapInArrow`` job). None:
+            the conf ``spark.sparkext.putInto.path``, default ``"auto"``.
 
     Returns:
         the number of rows written.
@@ -37,7 +45,7 @@ def putInto(self: Any, table: Any) -> int:
     """
     from spark_ext.spark.dataframe import put_into
 
-    return put_into(self, table)
+    return put_into(self, table, path)
 
 
 def deleteFrom(self: Any, table: Any) -> int:

@@ -19,6 +19,7 @@ import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.UUID;
+import java.util.concurrent.ConcurrentHashMap;
 
 /**
  * The driver side of one Spark write job = one store transaction. Tasks stage and prepare
@@ -28,6 +29,9 @@ import java.util.UUID;
  */
 public class StoreBatchWrite implements DeltaBatchWrite {
   static final String DRIVER_PART = "driver";
+  /** Write option naming the statement whose committed row count Python reads back (putInto). */
+  static final String STATEMENT_OPTION = "statement";
+  private static final ConcurrentHashMap<String, Long> COMMITTED = new ConcurrentHashMap<>();
   private final Endpoint endpoint;
   private final TableMeta meta;
   private final LogicalWriteInfo info;
@@ -104,8 +108,30 @@ public class StoreBatchWrite implements DeltaBatchWrite {
   @Override
   public boolean useCommitCoordinator() { return true; }
 
+  /**
+   * The rows committed by the write run with option {@code statement=id} (then forgotten),
+   * or -1 if none was committed under that id. Called by Python's putInto after the write.
+   */
+  public static long takeCommittedRows(String statement) {
+    Long n = COMMITTED.remove(statement);
+    return n == null ? -1 : n;
+  }
+
+  private void committed(WriterCommitMessage[] messages) {
+    String id = info.options().get(STATEMENT_OPTION);
+    if (id == null) return;
+    long n = 0;
+    for (WriterCommitMessage m : messages) if (m instanceof PartMessage) n += ((PartMessage) m).rows;
+    COMMITTED.put(id, n);
+  }
+
   @Override
   public void commit(WriterCommitMessage[] messages) {
+    doCommit(messages);
+    committed(messages);
+  }
+
+  private void doCommit(WriterCommitMessage[] messages) {
     Map<String, List<String>> parts = new TreeMap<>();
     if (truncate) for (String sid : meta.serverIds()) parts.computeIfAbsent(sid, k -> new ArrayList<>()).add(DRIVER_PART);
     for (WriterCommitMessage m : messages) {
