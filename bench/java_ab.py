@@ -15,42 +15,18 @@ window) and its system part. Example, the code of a commit against the worktree:
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from bench.java_load import java_classpath, run_point_load
-from bench.server_bench import TABLE, Config, Server, _wait_for, preload_spark, value_pool
+from bench.server_bench import TABLE, Config, Server, preload_spark, start_spark, value_pool
 
 
 def start_tree(tree: Path, workdir: str, tag: str, flush: str) -> Server:
     """An embedded server (locator + store server) running the ``spark_ext`` of ``tree``."""
-    home = os.path.join(workdir, f"home-{tag}")
-    os.makedirs(home, mode=0o700)
-    run = os.path.join(home, "run.json")
-    logfile = os.path.join(home, "server.log")
-    env = {**os.environ, "SPARK_EXT_HOME": home, "PYTHONPATH": str(tree)}
-    env.pop("SPARK_EXT_SECRET", None)
-    cmd = [sys.executable, "-m", "spark_ext.cli", "server", "start", "--embedded", "--foreground",
-           "--run-file", run, "--data-dir", os.path.join(home, "data"), "--flush", flush, "--log-level", "warning"]
-    with open(logfile, "wb") as lf:
-        # cwd = the tree too: "-m" puts the working directory first on sys.path.
-        proc = subprocess.Popen(cmd, env=env, cwd=tree, stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def ready() -> bool:
-        try:
-            json.loads(Path(run).read_text())
-            return True
-        except (OSError, ValueError):
-            return False
-
-    _wait_for(ready, proc, f"server of tree {tag} ({tree})", logfile)
-    port = int(json.loads(Path(run).read_text())["port"])
-    return Server(tag, proc, port, Path(home, "secret").read_bytes().strip(), home)
+    return start_spark(workdir, flush, tree=tree, tag=tag)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -197,18 +197,25 @@ def _wait_for(cond: Callable[[], bool], proc: subprocess.Popen[bytes], what: str
         time.sleep(0.05)
 
 
-def start_spark(workdir: str, flush: str) -> Server:
-    """An embedded spark-ext server (locator + store server) in its own process."""
-    home = os.path.join(workdir, f"home-{flush}")
+def start_spark(workdir: str, flush: str, tree: Path | None = None, tag: str | None = None) -> Server:
+    """An embedded spark-ext server (locator + store server) in its own process.
+
+    ``tree``: run the ``spark_ext`` package of that source tree instead of the installed
+    one (``bench/java_ab.py`` compares two trees); ``tag`` names the server's home.
+    """
+    home = os.path.join(workdir, f"home-{tag or flush}")
     os.makedirs(home, mode=0o700)
     run = os.path.join(home, "run.json")
     logfile = os.path.join(home, "server.log")
     env = {**os.environ, "SPARK_EXT_HOME": home}
+    if tree is not None:
+        env["PYTHONPATH"] = str(tree)
     env.pop("SPARK_EXT_SECRET", None)
     cmd = [sys.executable, "-m", "spark_ext.cli", "server", "start", "--embedded", "--foreground",
            "--run-file", run, "--data-dir", os.path.join(home, "data"), "--flush", flush, "--log-level", "warning"]
     with open(logfile, "wb") as lf:
-        proc = subprocess.Popen(cmd, env=env, stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        # With a tree, cwd = the tree too: "-m" puts the working directory first on sys.path.
+        proc = subprocess.Popen(cmd, env=env, cwd=tree, stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def ready() -> bool:
         try:
@@ -217,10 +224,11 @@ def start_spark(workdir: str, flush: str) -> Server:
         except (OSError, ValueError):
             return False
 
-    _wait_for(ready, proc, f"spark-ext server (flush={flush})", logfile)
+    what = f"server of tree {tag} ({tree})" if tree is not None else f"spark-ext server (flush={flush})"
+    _wait_for(ready, proc, what, logfile)
     info = json.loads(Path(run).read_text())
     secret = Path(home, "secret").read_bytes().strip()
-    return Server(f"{SPARK} flush={flush}", proc, int(info["port"]), secret, home)
+    return Server(tag or f"{SPARK} flush={flush}", proc, int(info["port"]), secret, home)
 
 
 def redis_binary() -> str:
