@@ -149,12 +149,17 @@ class TxnManager:
         with self._lock:
             self._txns.pop(t.txn_id, None)
             self._fences.pop(t.txn_id, None)
-            self._decided[t.txn_id] = outcome
-            if reason:
-                self._reasons[t.txn_id] = reason
-            while len(self._decided) > 10000:
-                old, _ = self._decided.popitem(last=False)
-                self._reasons.pop(old, None)
+            self._decide_locked(t.txn_id, outcome, reason)
+
+    def _decide_locked(self, txn_id: str, outcome: str, reason: str | None = None) -> None:
+        """Remember how ``txn_id`` ended (caller holds ``_lock``); the newest 10,000 are
+        kept. O(1) amortized."""
+        self._decided[txn_id] = outcome
+        if reason:
+            self._reasons[txn_id] = reason
+        while len(self._decided) > 10000:
+            old, _ = self._decided.popitem(last=False)
+            self._reasons.pop(old, None)
 
     def remember(self, txn_id: str, outcome: str, reason: str | None = None) -> None:
         """Record the outcome of a transaction this server never held (the in-doubt
@@ -288,7 +293,14 @@ class TxnManager:
         with self._lock:
             t = self._txns.get(txn_id)
             if t is None:
-                return self._outcome_locked(txn_id) or "aborted"
+                done = self._outcome_locked(txn_id)
+                if done is None:
+                    # Not begun here yet: a task of the aborted statement may still be
+                    # running (Spark aborts a failed job while its other tasks wind
+                    # down), and its late TXN_STAGE must not begin the transaction anew
+                    # and leave it open, holding key locks, until the idle timeout.
+                    self._decide_locked(txn_id, "aborted")
+                return done or "aborted"
         with t.lock:
             if t.cs.state in ("committed", "aborted"):
                 return t.cs.state

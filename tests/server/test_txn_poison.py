@@ -34,3 +34,24 @@ def test_later_calls_carry_the_original_error() -> None:
         assert store.table("ns.t").get(2) is None  # nothing of the poisoned transaction
     finally:
         store.close()
+
+
+def test_abort_before_the_first_stage_refuses_a_late_stage() -> None:
+    """Spark aborts a failed job while its other tasks wind down: a task's TXN_STAGE that
+    reaches a server after the statement's abort must not begin the transaction anew
+    (it would stay open, holding its key locks, until the idle timeout)."""
+    store = Store(background=False)
+    try:
+        store.create_table("ns.t", [("id", "int64"), ("v", "string")], "id", 2).insert([(1, "a")])
+        mgr = TxnManager(store)
+        assert mgr.abort("late") == "aborted"
+        with pytest.raises(TransactionStateError, match="transaction late is already aborted"):
+            mgr.stage("late", "p1", ("insert", "ns.t", ([(2, "b")],)), 1)
+        assert mgr.open_count() == 0 and mgr.outcome("late") == "aborted"
+        # An abort of a transaction that did begin here is answered the same way, once
+        # more: idempotent.
+        mgr.stage("tx", "p1", ("insert", "ns.t", ([(3, "c")],)), 1)
+        assert mgr.abort("tx") == "aborted" and mgr.abort("tx") == "aborted"
+        assert mgr.open_count() == 0 and store.table("ns.t").get(3) is None
+    finally:
+        store.close()
