@@ -36,7 +36,12 @@ def test_checker_zookeeper_ensemble_loses_a_node(ha_cluster: Cluster, zk_ensembl
         lost["node"] = i if i is not None else 0
         zk_ensemble.stop_node(lost["node"])
 
-    h = run(ha_cluster, tmp_path, "chk_zk3", backend="zk", zk=zk_ensemble.hosts, seed=13, faults={0.4: stop_leader})
+    # Safety is checked in full (no acknowledged write of a deposed leader after a newer
+    # token was announced, tokens increase, ...), but not that a zombie's write met a newer
+    # token: whether one does depends on how fast the two surviving nodes re-elect, which
+    # varies from run to run. The two runs above check that refusal on every run.
+    h = run(ha_cluster, tmp_path, "chk_zk3", expect_fenced=False, backend="zk", zk=zk_ensemble.hosts, seed=13,
+            faults={0.4: stop_leader})
     assert not zk_ensemble.nodes[lost["node"]].alive()
     survivors = [m for i, m in zk_ensemble.modes().items() if i != lost["node"]]
     assert sorted(m or "" for m in survivors) == ["follower", "leader"], zk_ensemble.modes()
