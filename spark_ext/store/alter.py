@@ -140,8 +140,7 @@ def apply_schema(t: "Table", new: TableSchema) -> None:
         if estimate is None:
             estimate = type(b)(new).row_estimate
         b.row_estimate = estimate
-        b.version += 1
-        b._snap = None
+        b._restructure()
     t.schema = new
     t.name = new.name
     t.version += 1

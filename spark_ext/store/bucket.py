@@ -9,7 +9,10 @@
 A key lives in at most one place: the delta, or one live position of one run. Readers
 merge the three; :meth:`Bucket.compact` folds them into a single new run.
 
-Buckets are not thread-safe on their own: the owning table's lock guards them.
+Buckets are not thread-safe on their own: the owning table's lock guards them. The one
+exception is the merge step of a compaction (:meth:`Bucket.begin_compaction`,
+:meth:`Compaction.build`, :meth:`Bucket.finish_compaction`): it works on a frozen
+snapshot without the lock, so point writes go on while a bucket is being compacted.
 """
 
 from __future__ import annotations
@@ -141,10 +144,39 @@ class BucketSnapshot:
         return sum(r.n - len(d) for r, d in zip(self.runs, self.deleted)) + len(self.delta)
 
 
+class Compaction:
+    """A compaction of one bucket under way: the snapshot it folds, and what it built.
+
+    Made by :meth:`Bucket.begin_compaction` under the table lock; :meth:`build` runs
+    without it; :meth:`Bucket.finish_compaction` installs the result under the lock.
+    """
+
+    __slots__ = ("schema", "snap", "epoch", "run", "built")
+
+    def __init__(self, schema: TableSchema, snap: BucketSnapshot, epoch: int) -> None:
+        self.schema = schema
+        self.snap = snap
+        self.epoch = epoch
+        self.run: Run | None = None  # None once built: the bucket holds no live row
+        self.built = False
+
+    def build(self) -> None:
+        """Fold the snapshot's live rows into one sorted run. Needs no lock: a snapshot
+        never changes. O(rows log rows)."""
+        storage = self.schema.storage_schema
+        parts = list(self.snap.batches(storage))
+        if parts:
+            merged = pa.Table.from_batches(parts, schema=storage).combine_chunks()
+            if merged.num_rows:
+                self.run = Run(self.schema, merged.to_batches()[0])
+        self.built = True
+
+
 class Bucket:
     """The mutable state of one bucket (guarded by its table's lock)."""
 
-    __slots__ = ("schema", "runs", "deleted", "delta", "indexes", "version", "_snap", "delta_bytes", "row_estimate")
+    __slots__ = ("schema", "runs", "deleted", "delta", "indexes", "version", "_snap", "delta_bytes", "row_estimate",
+                 "epoch", "_touched")
 
     def __init__(self, schema: TableSchema) -> None:
         self.schema = schema
@@ -160,6 +192,11 @@ class Bucket:
             for f in schema.storage_schema
         )
         self.delta_bytes = 0
+        # Bumped by every change that is not a point write (runs added or dropped,
+        # clear, compaction, schema change): a compaction begun before one is dropped.
+        self.epoch = 0
+        # Keys point-written or removed since a compaction began (None: none under way).
+        self._touched: set[Any] | None = None
 
     # --- reads ----------------------------------------------------------------------
 
@@ -200,8 +237,15 @@ class Bucket:
         self.version += 1
         self._snap = None
 
+    def _restructure(self) -> None:
+        """A change other than a point write: a compaction under way is dropped."""
+        self.epoch += 1
+        self._touch()
+
     def remove(self, key: Any) -> tuple[Any, ...] | None:
         """Remove the live row of ``key`` (if any) and return it. O(#runs log n)."""
+        if self._touched is not None:
+            self._touched.add(key)
         old = self.delta.pop(key, None)
         if old is None:
             for run, dels in zip(self.runs, self.deleted):
@@ -231,6 +275,8 @@ class Bucket:
         if self.indexes:
             self.remove(key)
             return
+        if self._touched is not None:
+            self._touched.add(key)
         if self.delta.pop(key, None) is None:
             for run, dels in zip(self.runs, self.deleted):
                 p = run.find(key)
@@ -247,6 +293,8 @@ class Bucket:
         if self.indexes:
             self.put(key, row)
             return
+        if self._touched is not None:
+            self._touched.add(key)
         delta = self.delta
         # pop, not overwrite: the row moves to the end of the delta, as with put.
         if delta.pop(key, None) is None:
@@ -273,7 +321,7 @@ class Bucket:
         self.deleted.append(set())
         if self.indexes:
             self._index_rows(run)
-        self._touch()
+        self._restructure()
 
     def _index_rows(self, run: Run, indexes: Sequence[SecondaryIndex] | None = None) -> None:
         ixs = list(self.indexes.values()) if indexes is None else list(indexes)
@@ -319,7 +367,7 @@ class Bucket:
         for i in reversed(dead):
             del self.runs[i]
             del self.deleted[i]
-        self._touch()
+        self._restructure()
         return len(dead)
 
     def clear(self) -> None:
@@ -329,26 +377,61 @@ class Bucket:
         self.delta = {}
         for name, ix in list(self.indexes.items()):
             self.indexes[name] = type(ix)(ix.name, ix.columns, ix.positions)
-        self._touch()
+        self._restructure()
 
     def compact(self) -> bool:
-        """Fold runs, deletions and delta into one run. O(rows log rows).
+        """Fold runs, deletions and delta into one run, all under the caller's lock.
+        O(rows log rows).
 
         Returns True when something changed.
         """
-        if len(self.runs) <= 1 and not self.delta and not any(self.deleted):
+        job = self.begin_compaction()
+        if job is None:
             return False
-        snap = self.snapshot()
-        parts = list(snap.batches(self.schema.storage_schema))
-        if parts:
-            merged = pa.Table.from_batches(parts, schema=self.schema.storage_schema).combine_chunks()
-            batch = merged.to_batches()[0] if merged.num_rows else None
+        job.build()
+        return self.finish_compaction(job)
+
+    def begin_compaction(self) -> Compaction | None:
+        """Start a compaction (caller holds the table lock): freeze the bucket's state
+        and note the keys written from now on. None when there is nothing to fold.
+        O(delta + deleted) for the snapshot.
+
+        Then :meth:`Compaction.build` (without the lock) and :meth:`finish_compaction`
+        (with it). A compaction begun earlier and not finished yet is abandoned (its
+        finish changes nothing): only one can track the writes made meanwhile.
+        """
+        if len(self.runs) <= 1 and not self.delta and not any(self.deleted):
+            return None
+        self.epoch += 1
+        self._touched = set()
+        return Compaction(self.schema, self.snapshot(), self.epoch)
+
+    def finish_compaction(self, job: Compaction) -> bool:
+        """Install what ``job`` built (caller holds the table lock), keeping the point
+        writes made meanwhile: their keys' folded versions are marked deleted and their
+        current rows stay in the delta. Returns False, changing nothing, when the
+        bucket was restructured meanwhile (a bulk write, clear, another compaction,
+        a schema change) or ``job`` was not built (its build failed). O(delta + keys
+        written meanwhile x log rows).
+        """
+        if job.epoch != self.epoch:
+            return False  # superseded: the tracking belongs to whatever came since
+        touched, self._touched = self._touched, None
+        if not job.built or touched is None or job.schema is not self.schema:
+            return False
+        run = job.run
+        if run is None:
+            self.runs, self.deleted = [], []
         else:
-            batch = None
-        self.runs = [Run(self.schema, batch)] if batch is not None and batch.num_rows else []
-        self.deleted = [set() for _ in self.runs]
-        self.delta = {}
-        self._touch()
+            dels: set[int] = set()
+            for k in touched:
+                p = run.find(k)
+                if p >= 0:
+                    dels.add(p)
+            self.runs, self.deleted = [run], [dels]
+        # Rows of the snapshot's delta are in the run now; rows written since stay.
+        self.delta = {k: r for k, r in self.delta.items() if k in touched} if touched else {}
+        self._restructure()
         return True
 
     def needs_compaction(self, min_rows: int, fraction: float, max_runs: int) -> bool:

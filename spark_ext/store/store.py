@@ -843,8 +843,16 @@ class Store:
                             if t.dropped:
                                 break
                             b = t.buckets[i]
-                            if b.needs_compaction(min_rows, fraction, max_runs):
-                                b.compact()
+                            job = b.begin_compaction() if b.needs_compaction(min_rows, fraction, max_runs) else None
+                        if job is None:
+                            continue
+                        # The merge and sort run without the table lock: point writes
+                        # to the bucket go on meanwhile and are kept by the finish.
+                        try:
+                            job.build()
+                        finally:  # also after a failed build: stop tracking writes
+                            with t.lock:
+                                b.finish_compaction(job)
                 if self._wal is not None and self._log_bytes_since_ckpt >= self.checkpoint_log_bytes:
                     self.checkpoint()
             except Exception:  # keep the store serving; the error is logged in full
