@@ -203,10 +203,14 @@ class StoreService:
             name = m.get("table")
             t = store.tables.get(name) if type(name) is str else None
             if (t is None or f.flags != _COMPACT or len(m) != 2 or t.flush == "commit"
-                    or len(f.body) > INLINE_WRITE_BYTES or name not in owned):
+                    or len(f.body) > INLINE_WRITE_BYTES):
                 return general(f, s)
+            # One read: CLOSE_BUCKETS on a worker thread may drop the entry meanwhile.
+            mine = owned.get(name, False)
             schema = t.schema
-            if m.get("ncols") != schema.num_user_columns or schema.hidden_rowid:
+            ncols = m.get("ncols")
+            # type(): JSON true == 1 and 2.0 == 2, which the general path refuses.
+            if mine is False or type(ncols) is not int or ncols != schema.num_user_columns or schema.hidden_rowid:
                 return general(f, s)
             if store.commit_busy():
                 raise WouldBlock
@@ -218,10 +222,8 @@ class StoreService:
                 row = rows[0] if len(rows) == 1 else None
                 if row is None:
                     return general(f, s)  # rare (several rows, or none): the general path
-                if owned[name] is not None:
-                    kp = schema.key_positions
-                    k = tuple(row[i] for i in kp) if len(kp) > 1 else row[kp[0]]
-                    self._check_owned(t, (schema.bucket_of_key(schema.coerce_key(k)),))
+                if mine is not None:
+                    self._check_owned(t, (schema.bucket_of_key(schema.coerce_key(schema.key_of(row))),))
                 n = t.upsert(row)
             finally:
                 lock.release()

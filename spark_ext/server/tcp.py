@@ -52,6 +52,15 @@ InlineHandler = Callable[[Frame, "Session"], Union[Reply, bytes]]
 
 SERVER_NAME = "spark-ext/0.1"
 
+#: Replies queued for one connection beyond this many bytes are sent at once rather than
+#: at the end of the loop pass: a client that sends without reading meets its full
+#: socket (and the loop stops reading from it) instead of growing the server's memory.
+PUSH_EARLY_BYTES = 64 * 1024
+
+#: Frames handled from one connection per loop pass; the rest, already buffered, wait
+#: for the next pass, so that one busy client cannot keep the loop from the others.
+MAX_FRAMES_PER_READ = 64
+
 #: Frame cap before a peer has authenticated (HELLO and AUTH are tiny): a header alone
 #: must not make the server set aside the full cap for a peer it does not know yet.
 HANDSHAKE_MAX_FRAME = 64 * 1024
@@ -86,7 +95,8 @@ class _Conn:
     """One connection's state. The loop thread owns it, except while ``busy``: then its
     worker thread does, and the loop does not touch the socket until it is handed back."""
 
-    __slots__ = ("sock", "reader", "session", "nonce", "pending", "out", "busy", "closed", "jobs", "deadline", "events")
+    __slots__ = ("sock", "reader", "session", "nonce", "pending", "pending_bytes", "out", "busy", "closed", "jobs",
+                 "deadline", "events")
 
     def __init__(self, sock: socket.socket, peer: Any, reader: FrameReader, deadline: float | None) -> None:
         self.sock = sock
@@ -94,6 +104,7 @@ class _Conn:
         self.session = Session(sock, peer)
         self.nonce: bytes | None = None  # the server's HELLO nonce, until AUTH
         self.pending: list[bytes] = []  # replies of this loop pass, sent at its end
+        self.pending_bytes = 0  # their size
         self.out: bytes | memoryview = b""  # reply bytes the socket has not taken yet
         self.busy = False  # a worker thread holds the connection
         self.closed = False
@@ -149,6 +160,7 @@ class FrameServer:
         self._wake_w: socket.socket | None = None
         self._handshaking = 0  # connections not yet authenticated (loop thread only)
         self._dirty: list[_Conn] = []  # connections with replies queued in this pass (loop thread only)
+        self._again: list[_Conn] = []  # connections with frames left buffered by _read (loop thread only)
         self.on_disconnect: list[Callable[[Session], None]] = []
 
     def register(self, kind: Kind, handler: Handler, inline: InlineHandler | None = None) -> None:
@@ -222,7 +234,7 @@ class FrameServer:
         assert sel is not None
         try:
             while not self._stopping.is_set():
-                timeout = 0.5 if self._handshaking else None
+                timeout = 0 if self._again else 0.5 if self._handshaking else None
                 for key, mask in sel.select(timeout):
                     c = key.data
                     try:
@@ -240,6 +252,8 @@ class FrameServer:
                         logger.exception("%s event loop: unexpected error", self.role)
                         if isinstance(c, _Conn):
                             self._close(c)
+                if self._again:
+                    self._read_again()
                 if self._dirty:
                     self._push_all()
                 if self._handshaking:
@@ -307,10 +321,27 @@ class FrameServer:
             logger.debug("closing %s: no authentication within %.0f s", c.session.peer, self.handshake_timeout_s)
             self._close(c)  # as a blocking server's read timeout would: no error frame
 
+    def _read_again(self) -> None:
+        """Go on with the connections :meth:`_read` left frames buffered for: the
+        selector does not report them (their bytes have left the socket)."""
+        again, self._again = self._again, []
+        for c in again:
+            try:
+                self._read(c)
+            except Exception:  # as in _loop: lose that one connection, not the loop
+                logger.exception("%s event loop: unexpected error", self.role)
+                self._close(c)
+
     def _read(self, c: _Conn) -> None:
-        """Handle every complete frame ``c`` has sent, as long as it stays with the loop."""
+        """Handle the complete frames ``c`` has sent, as long as it stays with the loop,
+        at most :data:`MAX_FRAMES_PER_READ` of them in one pass."""
         reader = c.reader
+        budget = MAX_FRAMES_PER_READ
         while not c.closed and not c.busy and not c.out:
+            if budget == 0:  # the rest next pass, after the other connections
+                self._again.append(c)
+                return
+            budget -= 1
             try:
                 frame = reader.read_frame()
             except (BlockingIOError, InterruptedError):
@@ -418,15 +449,18 @@ class FrameServer:
         clients woken by the first replies are still running when the next ones
         arrive, so fewer wake-ups land on an idle CPU (the costliest part of a loopback
         send on a VM), and the next requests tend to arrive together. A connection's
-        replies keep their order: one list, joined into one send. What one pass can
-        queue per connection is bounded by what one read buffers (see :meth:`_read`).
-        O(1).
+        replies keep their order: one list, joined into one send. Past
+        :data:`PUSH_EARLY_BYTES` they are sent at once, so what waits per connection
+        stays bounded even for a client that sends without reading. O(1).
         """
         if c.closed:
             return
         if not c.pending:
             self._dirty.append(c)
         c.pending.append(data)
+        c.pending_bytes += len(data)
+        if c.pending_bytes > PUSH_EARLY_BYTES:
+            self._push(c)  # a full socket sets c.out, and _read stops reading from c
 
     def _push_all(self) -> None:
         """Send the replies queued in this loop pass (see :meth:`_send`). O(connections)."""
@@ -446,6 +480,7 @@ class FrameServer:
         if pend:
             joined = pend[0] if len(pend) == 1 else b"".join(pend)
             pend.clear()
+            c.pending_bytes = 0
             data = bytes(data) + joined if data else joined
         c.out = b""
         return data

@@ -22,7 +22,7 @@ import pytest
 
 from spark_ext.client.connection import Connection
 from spark_ext.server.store_service import StoreService
-from spark_ext.server.tcp import FrameServer
+from spark_ext.server.tcp import PUSH_EARLY_BYTES, FrameServer
 from spark_ext.store import Store
 from spark_ext.wire.errors import WireError
 from spark_ext.wire.frames import Flags, Frame, FrameReader, encode_frame
@@ -246,11 +246,13 @@ def test_inline_put_fast_path_answers_as_the_general_path() -> None:
         ({"table": U, "ncols": 2}, [(u_owned, "mine")]),
         ({"table": U, "ncols": 2}, [(u_other, "theirs")]),  # NOT_OWNER
         ({"table": U, "ncols": 2}, [(u_owned, None)]),  # NULL in a NOT NULL column
+        ({"table": T, "ncols": 2.0}, [(15, "float width")]),  # 2.0 == 2, but not a count
+        ({"table": T, "ncols": True}, [(16,)]),  # true == 1, but not a count
     ]
     sock, reader = _connect(fs.port)
     try:
         for rid, (meta, rows) in enumerate(cases, 1):
-            width = meta["ncols"]
+            width = int(meta["ncols"])
             wcodec = RowCodec(pa.schema([("id", pa.int64()), ("v", pa.string()), ("w", pa.int64())][:width]))
             body = wcodec.encode(rows)
             sock.sendall(encode_frame(int(Kind.PUT), rid, meta, body, int(Flags.COMPACT_ROWS)))
@@ -294,3 +296,41 @@ def test_replies_reach_a_client_that_closed_its_sending_side(served: tuple[Store
         assert replies[5] is not None and replies[5].metadata == {"count": 1}
         assert reader.read_frame() is None
         sock.close()
+
+
+def test_a_client_that_sends_without_reading_neither_stalls_others_nor_grows_server_memory(
+        served: tuple[Store, FrameServer]) -> None:
+    """A client pipelines inline reads (each reply larger than its request) and never
+    reads a reply: the loop stops reading from it once its socket is full, the replies
+    the server holds for it stay bounded, and another client is served meanwhile."""
+    store, fs = served
+    flooder, _ = _connect(fs.port)
+    flooder.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+    keys = [[i] for i in range(100)]
+    frame = encode_frame(int(Kind.GET_MANY), 1, {"table": T, "keys": keys})
+    chunk = frame * 50
+    sent = 0
+    flooder.settimeout(0.2)
+    while True:  # until the server stops reading (its socket and ours are full)
+        try:
+            flooder.sendall(chunk)
+        except (socket.timeout, BlockingIOError):
+            break
+        sent += 50
+        assert sent < 1_000_000, "the server never stopped reading from a client that does not read"
+    # Another client is answered meanwhile.
+    codec = RowCodec(store.table(T).schema.arrow_schema)
+    other = Connection("127.0.0.1", fs.port)
+    try:
+        for i in range(20):
+            reply = other.request(Kind.GET, {"table": T, "key": [i]})
+            assert codec.decode(reply.body, presence=True) == [(i, f"v{i}")]
+    finally:
+        other.close()
+    with fs._conns_lock:
+        held = [sum(map(len, c.pending)) + len(c.out) for c in fs._conns.values()]
+    reply_size = len(codec.encode([(i, f"v{i}") for i in range(100)], presence=True)) + 64
+    # What the server holds for the flooder: its pending list (bounded by PUSH_EARLY_BYTES plus
+    # one reply) and the unsent rest of one joined send.
+    assert max(held) <= 2 * (PUSH_EARLY_BYTES + reply_size), held
+    flooder.close()
