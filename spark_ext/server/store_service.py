@@ -206,7 +206,7 @@ class StoreService:
                     or len(f.body) > INLINE_WRITE_BYTES):
                 return general(f, s)
             # One read: CLOSE_BUCKETS on a worker thread may drop the entry meanwhile.
-            mine = owned.get(name, False)
+            mine = owned.get(t.name, False)
             schema = t.schema
             ncols = m.get("ncols")
             # type(): JSON true == 1 and 2.0 == 2, which the general path refuses.
