@@ -146,6 +146,10 @@ class StoreService:
         # the table lock, and go to a worker thread instead when it is busy.
         server.register(Kind.GET, self.get, inline=self._inline_read(self.get))
         server.register(Kind.GET_MANY, self.get_many, inline=self._inline_read(self.get_many))
+        # One-row PUTs on the loop defer their log records; the loop writes them all
+        # (one system call) before it sends the replies of its pass, and so does a
+        # worker before its reply, which may show rows the loop has applied.
+        server.before_replies.append(self.store.write_deferred)
         if self.store.flush != "commit":  # with "commit" every write waits for an fsync
             for kind, fn in {Kind.PUT: self.put, Kind.INSERT: self.insert,
                              Kind.UPDATE: self.update, Kind.DELETE: self.delete}.items():
@@ -193,7 +197,8 @@ class StoreService:
         It makes the same checks in the same order as ``general`` and :meth:`put`
         (table hosted, flush not ``commit``, no commit under way, table lock free,
         rows decoded by the same codec, bucket owned), and the engine's one-row upsert
-        does the rest; the reply comes pre-encoded. O(row size).
+        does the rest, its log record deferred to the end of the loop pass; the reply
+        comes pre-encoded. O(row size).
         """
         store = self.store
         owned = self.owned
@@ -224,7 +229,11 @@ class StoreService:
                     return general(f, s)  # rare (several rows, or none): the general path
                 if mine is not None:
                     self._check_owned(t, (schema.bucket_of_key(schema.coerce_key(schema.key_of(row))),))
-                n = t.upsert(row)
+                # The log record is written with the pass's others before the reply goes
+                # out (FrameServer.before_replies); None: a case for Table.upsert.
+                n = store._write_row(t, row, True, defer=True)
+                if n is None:
+                    n = t.upsert(row)
             finally:
                 lock.release()
             return encode_count_reply(f.kind, f.request_id, n)

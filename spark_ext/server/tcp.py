@@ -162,6 +162,10 @@ class FrameServer:
         self._dirty: list[_Conn] = []  # connections with replies queued in this pass (loop thread only)
         self._again: list[_Conn] = []  # connections with frames left buffered by _read (loop thread only)
         self.on_disconnect: list[Callable[[Session], None]] = []
+        #: Run before replies are sent (the loop's replies of a pass, a worker's reply):
+        #: a service that defers work its replies acknowledge (log writes) does it here.
+        #: One that raises means those replies must not go out: their connections close.
+        self.before_replies: list[Callable[[], None]] = []
 
     def register(self, kind: Kind, handler: Handler, inline: InlineHandler | None = None) -> None:
         """Serve ``kind`` with ``handler`` (replacing any earlier one). O(1).
@@ -357,7 +361,7 @@ class FrameServer:
                 return
             if frame is None:  # the peer is done sending; it may still read replies
                 if c.pending:
-                    self._push(c)
+                    self._push_now(c)
                     if c.out:  # closed once they are out: EOF is read again after EVENT_WRITE
                         return
                 self._close(c)
@@ -460,11 +464,27 @@ class FrameServer:
         c.pending.append(data)
         c.pending_bytes += len(data)
         if c.pending_bytes > PUSH_EARLY_BYTES:
-            self._push(c)  # a full socket sets c.out, and _read stops reading from c
+            self._push_now(c)  # a full socket sets c.out, and _read stops reading from c
+
+    def _ready_to_reply(self) -> bool:
+        """Run :attr:`before_replies`; False (logged) if one failed."""
+        try:
+            for hook in self.before_replies:
+                hook()
+        except Exception:
+            logger.exception("%s: work acknowledged by queued replies failed; their connections close", self.role)
+            return False
+        return True
 
     def _push_all(self) -> None:
         """Send the replies queued in this loop pass (see :meth:`_send`). O(connections)."""
         dirty, self._dirty = self._dirty, []
+        if not self._ready_to_reply():
+            for c in dirty:
+                c.pending.clear()
+                c.pending_bytes = 0
+                self._close(c)
+            return
         for c in dirty:
             if c.pending and not c.closed and not c.busy:
                 try:
@@ -485,9 +505,19 @@ class FrameServer:
         c.out = b""
         return data
 
+    def _push_now(self, c: _Conn) -> None:
+        """:meth:`_push` outside :meth:`_push_all` (after :attr:`before_replies`)."""
+        if self._ready_to_reply():
+            self._push(c)
+        else:
+            c.pending.clear()
+            c.pending_bytes = 0
+            self._close(c)
+
     def _push(self, c: _Conn) -> None:
         """Send ``c``'s queued replies without blocking; what the socket does not take
-        waits for EVENT_WRITE (and the loop reads nothing more from ``c`` until then)."""
+        waits for EVENT_WRITE (and the loop reads nothing more from ``c`` until then).
+        The caller has run :attr:`before_replies`."""
         blocked = bool(c.out)
         data = self._take_pending(c)
         if blocked:  # the socket is full already: keep the order, wait for EVENT_WRITE
@@ -527,7 +557,7 @@ class FrameServer:
             c.deadline = None
             self._handshaking -= 1
         out = self._take_pending(c)
-        if flush and out:
+        if flush and out and self._ready_to_reply():
             try:
                 c.sock.setblocking(True)
                 c.sock.settimeout(1.0)
@@ -574,6 +604,8 @@ class FrameServer:
             try:
                 c.sock.setblocking(True)
                 if c.out:
+                    if not self._ready_to_reply():
+                        raise ConnectionAbortedError("the replies queued for it cannot be sent")
                     c.sock.sendall(c.out)
                     c.out = b""
                 self._dispatch(c.sock, frame, c.session)
@@ -615,8 +647,10 @@ class FrameServer:
         try:
             reply = handler(frame, session)
             if reply is None:
+                self._ready_or_raise()
                 send_frame(conn, Frame(frame.kind, frame.request_id, {}), self.max_frame)
             elif isinstance(reply, Frame):
+                self._ready_or_raise()
                 send_frame(conn, reply, self.max_frame)
             else:
                 self._stream(conn, frame, reply)
@@ -630,7 +664,14 @@ class FrameServer:
 
     def _stream(self, conn: socket.socket, request: Frame, frames: Iterable[Frame]) -> None:
         for f in _with_more_flags(request, frames):
+            self._ready_or_raise()
             send_frame(conn, f, self.max_frame)
+
+    def _ready_or_raise(self) -> None:
+        """:attr:`before_replies` on a worker thread: what a reply may show (rows the
+        loop has applied) is written first; a failure becomes the request's error."""
+        for hook in self.before_replies:
+            hook()
 
     def _error_bytes(self, kind: int, request_id: int, e: WireError) -> bytes:
         return error_frame(kind, request_id, e).encode(self.max_frame)

@@ -377,8 +377,12 @@ class Store:
             raise truncating_error(t, owner)
         return True
 
-    def _write_row(self, t: Table, raw: Any, upsert: bool) -> int | None:
+    def _write_row(self, t: Table, raw: Any, upsert: bool, defer: bool = False) -> int | None:
         """Insert or upsert one row (a dict, tuple or list of user columns).
+
+        ``defer``: hold the log record until :meth:`write_deferred` (the server's event
+        loop writes the records of one pass together, before it sends their replies);
+        only where the change's flush policy does not wait for an fsync.
 
         The hottest write path (every one-row PUT of the server): the checks of
         :meth:`_point_ready`, :func:`_check_key_free`, :meth:`_check_row_memory` and
@@ -403,7 +407,7 @@ class Store:
                 raise exists_error(t, k)
             if self.memory_limit_bytes is not None or t.memory_limit_bytes is not None:
                 self._check_row_memory(t)
-            lsn = self._commit_point(t, [(k, row)])
+            lsn = self._commit_point(t, [(k, row)], defer)
         finally:
             lock.release()
         if lsn and (t.flush is not None or self.flush == "commit"):
@@ -475,10 +479,11 @@ class Store:
         for callers that must not wait (the server's event loop), stale at once. O(1)."""
         return self._commit_lock.locked()
 
-    def _commit_point(self, t: Table, items: list[tuple[Any, Any]]) -> int:
+    def _commit_point(self, t: Table, items: list[tuple[Any, Any]], defer: bool = False) -> int:
         """Log and apply checked point changes of one statement (caller holds t.lock).
 
         Returns the LSN to pass to :meth:`_wait_durable` once the lock is released.
+        ``defer``: see :meth:`_write_row`.
         """
         lsn = 0
         commit_lock = self._commit_lock
@@ -486,7 +491,7 @@ class Store:
         try:
             if t.persistent and self._wal is not None:
                 # The record Store._commit writes for this change, encoded directly.
-                lsn = self._log_data(encode_point_commit(f"local-{next(_txn_ids)}", t.name, items), wait=False)
+                lsn = self._log_data(encode_point_commit(f"local-{next(_txn_ids)}", t.name, items), False, defer)
             t.check_open()
             t.apply_points(items)  # what t.apply(False, items, ()) does, without its prologue
         finally:
@@ -644,10 +649,21 @@ class Store:
             return 0
         return self._log_data(encode_record(record), wait)
 
-    def _log_data(self, data: bytes, wait: bool = True) -> int:
+    def _log_data(self, data: bytes, wait: bool = True, defer: bool = False) -> int:
         assert self._wal is not None
         self._log_bytes_since_ckpt += len(data)
-        return self._wal.append(data, wait=wait)
+        return self._wal.append(data, wait=wait, defer=defer)
+
+    def write_deferred(self) -> None:
+        """Write the log records of deferred one-row writes (``_write_row(...,
+        defer=True)``) to the OS. O(1) when there are none.
+
+        Raises:
+            WalError: the write failed; the log refuses further writes.
+        """
+        w = self._wal
+        if w is not None:
+            w.write_pending()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -29,6 +29,15 @@ Flush policies (``flush=``):
 * ``"off"``: written to the OS; the append path never fsyncs. ``sync()`` and
   ``close()`` still fsync when called explicitly.
 
+Deferred appends (``append(..., defer=True)``, not in ``"commit"`` mode): the record
+gets its LSN at once but is held in memory until :meth:`WriteAheadLog.write_pending`
+(or any other append, sync, rotation, replay or close) writes every held record with
+one ``writev``. A caller that answers several requests per pass of an event loop
+defers their records and writes them before sending the replies: one system call per
+pass instead of one per request, and still nothing is acknowledged before it is
+written to the OS. A failed deferred write fails the log (the records were applied by
+their callers already), like a failed fsync.
+
 Recovery when a directory is opened: every segment is scanned and checksummed. At the
 first torn or corrupt record (short header, short payload, bad magic, bad CRC, an LSN
 other than the next expected one) of the *last* segment the file is truncated there
@@ -145,6 +154,8 @@ def segment_name(first_lsn: int) -> str:
 
 
 _HAVE_WRITEV: Final = hasattr(os, "writev")
+#: Buffers per writev of deferred records (well under any platform's IOV_MAX).
+_IOV_BATCH: Final = 512
 
 
 def _write_all(fd: int, header: bytes, payload: bytes | memoryview, size: int) -> None:
@@ -277,6 +288,10 @@ class WriteAheadLog:
         self._stop = threading.Event()
         self._flusher: threading.Thread | None = None
         self._lock_fd = -1
+        # Deferred records (header, payload, header, payload, ...) not yet written, and
+        # the active segment's size on disk before them.
+        self._pending: list[bytes] = []
+        self._pending_base = 0
 
         created = not self._dir.exists()
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +355,7 @@ class WriteAheadLog:
 
     # ------------------------------------------------------------------ writing
 
-    def append(self, payload: bytes | bytearray | memoryview, *, wait: bool = True) -> int:
+    def append(self, payload: bytes | bytearray | memoryview, *, wait: bool = True, defer: bool = False) -> int:
         """Append one record and return its LSN.
 
         Complexity: O(n) in the payload size (one CRC pass, one ``writev``); in
@@ -353,6 +368,9 @@ class WriteAheadLog:
                 :meth:`wait_durable` with the LSN before treating the record as
                 durable. This lets a caller release its own locks before waiting, so
                 that concurrent appenders share one fsync. Ignored in other modes.
+            defer: hold the record in memory until :meth:`write_pending` (see the
+                module doc); ``payload`` must then be ``bytes``. Not in ``"commit"``
+                mode, where it is ignored.
 
         Returns:
             The record's LSN, one more than the previous record's.
@@ -366,6 +384,7 @@ class WriteAheadLog:
             view: bytes | memoryview = payload
             size = len(payload)
         else:
+            defer = False  # a caller's buffer may change after this returns
             view = memoryview(payload).cast("B")
             size = view.nbytes
         if size > _MAX_PAYLOAD:
@@ -374,22 +393,72 @@ class WriteAheadLog:
             self._check_writable()
             active = self._segments[-1]
             if active.end >= self._segment_bytes:
+                self._write_pending_locked()
                 self._rotate_locked()
                 active = self._segments[-1]
             lsn = self._last_lsn + 1
             crc = zlib.crc32(view, zlib.crc32(lsn.to_bytes(8, "little")))
             header = _HEADER.pack(MAGIC, size, crc, lsn)
-            try:
-                _write_all(self._fd, header, view, size)
-            except OSError as exc:
-                self._undo_partial_write(active, exc)
-                raise WalError(f"write to {active.path} failed: {exc}") from exc
+            if defer and self._flush != "commit":
+                if not self._pending:
+                    self._pending_base = active.end
+                self._pending.append(header)
+                self._pending.append(view)  # type: ignore[arg-type]  # bytes (checked above)
+            else:
+                if self._pending:
+                    self._write_pending_locked()
+                try:
+                    _write_all(self._fd, header, view, size)
+                except OSError as exc:
+                    self._undo_partial_write(active, exc)
+                    raise WalError(f"write to {active.path} failed: {exc}") from exc
             active.end += HEADER_SIZE + size
             active.last_lsn = lsn
             self._last_lsn = lsn
         if wait and self._flush == "commit":
             self._sync_through(lsn)
         return lsn
+
+    def write_pending(self) -> None:
+        """Write the records held by deferred appends to the OS, in one ``writev``.
+
+        O(1) when none is held; otherwise O(bytes held) and one system call (a few
+        for very many records).
+
+        Raises:
+            WalError: the write failed; the log then refuses further appends, since
+                the callers of the held records have applied them already.
+        """
+        if self._pending:
+            with self._lock:
+                self._write_pending_locked()
+
+    def _write_pending_locked(self) -> None:
+        # Caller holds _lock.
+        bufs = self._pending
+        if not bufs:
+            return
+        self._pending = []
+        active = self._segments[-1]
+        try:
+            for i in range(0, len(bufs), _IOV_BATCH):
+                chunk = bufs[i:i + _IOV_BATCH]
+                n = os.writev(self._fd, chunk)
+                if n < sum(len(b) for b in chunk):  # short write (signal, nearly full disk)
+                    rest = b"".join(chunk)[n:]
+                    while rest:
+                        m = os.write(self._fd, rest)
+                        if m <= 0:  # pragma: no cover - write(2) returns >0 or raises on files
+                            raise OSError(errno.EIO, "write returned no progress")
+                        rest = rest[m:]
+        except OSError as exc:
+            self._failed = WalError(f"deferred write of {len(bufs) // 2} record(s) to {active.path} failed: {exc}")
+            logger.error("%s; the log refuses further appends", self._failed)
+            try:
+                os.ftruncate(self._fd, self._pending_base)  # no torn record for recovery
+            except OSError:
+                pass
+            raise self._failed from exc
 
     def wait_durable(self, lsn: int) -> None:
         """Return once every record up to ``lsn`` is fsynced, in any flush mode.
@@ -448,6 +517,7 @@ class WriteAheadLog:
         with self._lock:
             self._check_writable()
             if self._segments[-1].end > 0:
+                self._write_pending_locked()
                 self._rotate_locked()
 
     def truncate_before(self, lsn: int) -> int:
@@ -562,6 +632,8 @@ class WriteAheadLog:
         with self._lock:
             if self._closed:
                 raise WalError(f"write-ahead log {self._dir} is closed")
+            if self._failed is None:
+                self._write_pending_locked()  # what was appended is read back
             segments = [
                 _Segment(s.first_lsn, s.path, s.end, s.last_lsn) for s in self._segments
             ]
@@ -783,6 +855,7 @@ class WriteAheadLog:
                     raise WalError(f"write-ahead log {self._dir} failed earlier: {self._failed}")
                 if self._fd < 0:
                     raise WalError(f"write-ahead log {self._dir} is closed")
+                self._write_pending_locked()
                 fd = self._fd
                 target = self._last_lsn
                 retired, self._retired = self._retired, []

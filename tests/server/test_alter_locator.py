@@ -23,6 +23,7 @@ class _Handlers:
 
     def __init__(self) -> None:
         self.handlers: dict[int, Callable[..., Any]] = {}
+        self.before_replies: list[Callable[[], None]] = []
 
     def register(self, kind: Kind, fn: Callable[..., Any], **_how: Any) -> None:
         self.handlers[int(kind)] = fn  # (how the server would run it, e.g. inline, does not matter here)
