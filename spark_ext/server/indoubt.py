@@ -340,13 +340,13 @@ class InDoubtResolver:
 
     def _as_decider(self, t: ServerTxn) -> str:
         outcome, why = decider_verdict(recorded=self.ledger.get(t.txn_id), fenced=self._fenced(t.txn_id),
-                                       idle_s=time.monotonic() - t.last_seen, timeout_s=self.timeout_s)
+                                       idle_s=self.txns.clock() - t.last_seen, timeout_s=self.timeout_s)
         if outcome is None:
             return "prepared"
         return self._apply(t, outcome, why)
 
     def _as_participant(self, t: ServerTxn, force: bool) -> None:
-        idle = time.monotonic() - t.last_seen
+        idle = self.txns.clock() - t.last_seen
         if not (force or t.recovered or self._fenced(t.txn_id) or idle >= self.poll_s):
             return  # the coordinator is probably sending phase 2 right now
         decider = t.participants[0] if t.participants else ""

@@ -79,11 +79,15 @@ class TxnManager:
         store: the engine.
         timeout_s: a transaction with no request for this long is aborted (a dead Spark
             job must not keep its key locks forever). In-doubt ones are kept.
+        clock: monotonic seconds, for ``last_seen`` and the idle timeouts (the in-doubt
+            resolver reads it too); tests pass one they advance themselves.
     """
 
-    def __init__(self, store: Store, timeout_s: float = 600.0) -> None:
+    def __init__(self, store: Store, timeout_s: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.timeout_s = timeout_s
+        self.clock = clock
         self._txns: dict[str, ServerTxn] = {}
         self._decided: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
@@ -98,7 +102,7 @@ class TxnManager:
         self.outcome_lookup: Callable[[str], str | None] | None = None
         for txn_id in store.in_doubt():
             cs = store.transaction(txn_id)
-            t = ServerTxn(txn_id, cs, final=True, recovered=True)
+            t = ServerTxn(txn_id, cs, final=True, recovered=True, last_seen=clock())
             meta = cs.meta or {}
             if isinstance(meta.get("participants"), list):
                 t.participants = [str(p) for p in meta["participants"]]
@@ -124,7 +128,7 @@ class TxnManager:
                 # The change set carries the protocol id: its PREPARE log record is
                 # found by that id after a restart (in doubt), so it can be decided.
                 t = self._txns[txn_id] = ServerTxn(txn_id, self.store.begin(txn_id))
-            t.last_seen = time.monotonic()
+            t.last_seen = self.clock()
             return t
 
     def _outcome_locked(self, txn_id: str) -> str | None:
@@ -369,7 +373,7 @@ class TxnManager:
         """Operator view of the prepared transactions here: id, participants, decider,
         this server's role, seconds since its coordinator's last request, whether a
         restart recovered it, its writer's fence. O(txns)."""
-        now = time.monotonic()
+        now = self.clock()
         out = []
         for t in sorted(self.prepared(), key=lambda x: x.last_seen):
             ps = t.participants
@@ -387,7 +391,7 @@ class TxnManager:
 
     def reap(self) -> None:
         """Abort transactions idle past the timeout (not the durably prepared ones)."""
-        now = time.monotonic()
+        now = self.clock()
         with self._lock:
             stale = [t for t in self._txns.values() if now - t.last_seen > self.timeout_s and t.cs.state == "open"]
         for t in stale:
