@@ -11,7 +11,9 @@ and the others only after the decider answered. So:
   the commit, backs it up until the ledger is fsynced, which happens before a
   checkpoint trims that record), and the ledger outlives the log records, so a commit
   is not forgotten by a restart or a checkpoint; abort is presumed (a decider that does
-  not know the transaction answers ``aborted``);
+  not know the transaction answers ``aborted``). A commit in the ledger is never
+  aborted: if applying it failed, an abort applies it again instead (or is refused,
+  ``already decided: committed``) and the resolver retries it;
 * a participant other than the decider never decides: when in doubt it asks the
   decider (TXN_STATUS ``{txn, resolve: true}``) and follows its answer —
   ``committed`` -> commit, ``aborted`` or ``unknown`` -> abort, ``prepared`` -> ask
@@ -24,7 +26,10 @@ and the others only after the decider answered. So:
   serialized on the transaction: whichever comes first wins, and the other is refused
   with a clear error;
 * a decider asked about a transaction it never prepared (``unknown``) or holds only
-  open answers ``aborted`` and remembers it, so a late PREPARE or COMMIT fails.
+  open answers ``aborted`` and remembers it, so a late PREPARE or COMMIT fails (in a
+  bounded map of its own: questions cannot evict real outcomes). A question's
+  ``fences`` are checked whole (at most :data:`MAX_FENCES`) and only the token of the
+  transaction's writer group is recorded.
 
 Triggers: a newer fencing token (:meth:`InDoubtResolver.wake`, from the fence
 registry), a restart that restored prepared transactions from the log, and a poll
@@ -47,6 +52,7 @@ from collections import OrderedDict
 from typing import Any, Callable
 
 from spark_ext.client.connection import ConnectionPool
+from spark_ext.exceptions import BadArgumentError
 from spark_ext.store.files import fsync_dir
 from spark_ext.server.fencing import FenceRegistry
 from spark_ext.server.txns import ServerTxn, TxnManager
@@ -58,6 +64,11 @@ COMMIT, ABORT = "committed", "aborted"
 
 #: Finds a peer server's current (host, port) by its id, or None (unknown or down).
 PeerLookup = Callable[[str], "tuple[str, int] | None"]
+
+#: Most entries a participant's question (TXN_STATUS ``fences``) may carry. An asker
+#: sends one, its newest token of the transaction's writer group; each entry could
+#: cost the decider a write of its fence file, so a question with more is refused.
+MAX_FENCES = 64
 
 
 # --- the decision rules (pure: unit-tested on their own) ----------------------------------
@@ -97,6 +108,32 @@ def participant_verdict(decider_state: str) -> str | None:
     if decider_state in (ABORT, "unknown"):
         return ABORT
     return None
+
+
+def checked_fences(fences: Any) -> dict[str, int]:
+    """The ``fences`` of a participant's question, validated whole before any is used
+    (a refused question changes nothing). O(len(fences)).
+
+    Raises:
+        BadArgumentError: not an object of at most ``MAX_FENCES`` entries, each a leader
+            group (a non-empty string of at most 200 characters) and a token (an
+            integer, 0 <= token < 2**63).
+    """
+    if fences is None:
+        return {}
+    if not isinstance(fences, dict):
+        raise BadArgumentError(f"request field 'fences' must be an object {{group: token}}, "
+                               f"got {type(fences).__name__}")
+    if len(fences) > MAX_FENCES:
+        raise BadArgumentError(f"request field 'fences' has {len(fences)} entries; at most {MAX_FENCES} are accepted")
+    for group, token in fences.items():
+        if not isinstance(group, str) or not group or len(group) > 200:
+            raise BadArgumentError(f"request field 'fences': leader group {group!r:.80} must be a non-empty string "
+                                   "of at most 200 characters")
+        if not isinstance(token, int) or isinstance(token, bool) or not 0 <= token < 2 ** 63:
+            raise BadArgumentError(f"request field 'fences': the token of group {group!r} must be an integer in "
+                                   f"[0, 2**63), got {token!r:.80}")
+    return fences
 
 
 # --- the decider's durable record ----------------------------------------------------------
@@ -264,7 +301,12 @@ class InDoubtResolver:
 
     def _on_decision(self, t: ServerTxn, outcome: str, reason: str | None) -> None:
         # The decider's decision becomes durable before it is applied: from here on it
-        # is the transaction's outcome, whatever happens to this process.
+        # is the transaction's outcome, whatever happens to this process. Recording it
+        # only after the commit applied would not do: a commit that fails may have
+        # written its log record (a restart replays it), and a commit on tables kept in
+        # memory only has no log record to back a line written later. So the ledger
+        # comes first, and TxnManager refuses to abort a transaction it holds a commit
+        # for (TxnManager._apply_recorded_commit): the commit is applied again instead.
         if outcome == COMMIT and t.participants and t.participants[0] == self.server_id:
             self.ledger.record(t.txn_id)
             if not self.txns.store.logged_prepare(t.txn_id):
@@ -340,13 +382,13 @@ class InDoubtResolver:
 
     def _as_decider(self, t: ServerTxn) -> str:
         outcome, why = decider_verdict(recorded=self.ledger.get(t.txn_id), fenced=self._fenced(t.txn_id),
-                                       idle_s=time.monotonic() - t.last_seen, timeout_s=self.timeout_s)
+                                       idle_s=self.txns.clock() - t.last_seen, timeout_s=self.timeout_s)
         if outcome is None:
             return "prepared"
         return self._apply(t, outcome, why)
 
     def _as_participant(self, t: ServerTxn, force: bool) -> None:
-        idle = time.monotonic() - t.last_seen
+        idle = self.txns.clock() - t.last_seen
         if not (force or t.recovered or self._fenced(t.txn_id) or idle >= self.poll_s):
             return  # the coordinator is probably sending phase 2 right now
         decider = t.participants[0] if t.participants else ""
@@ -375,21 +417,33 @@ class InDoubtResolver:
         if pool is None:
             pool = self._pools[addr] = ConnectionPool(addr[0], addr[1], self.secret, timeout=10.0, max_idle=1)
         meta: dict[str, Any] = {"txn": txn_id, "resolve": True}
-        if self.fences is not None:
-            # What this server knows of leader changes, so the decider need not wait for
-            # its own heartbeat to learn that the coordinator was deposed.
-            meta["fences"] = self.fences.snapshot()
+        fence = self.txns.fence_of(txn_id)
+        if self.fences is not None and fence is not None:
+            # The newest token this server knows of the transaction's writer group, so
+            # the decider need not wait for its own heartbeat to learn that the
+            # coordinator was deposed (the other groups do not bear on this answer).
+            meta["fences"] = {fence[0]: self.fences.newest(fence[0])}
         return str(pool.request(Kind.TXN_STATUS, meta).metadata["state"])
 
     # --- the decider's answer to a participant -------------------------------------------------
 
     def answer(self, txn_id: str, fences: Any = None) -> str:
         """TXN_STATUS ``{txn, resolve: true}``: this server's outcome for ``txn_id`` as its
-        decider, after applying the decider's rules to it. O(1)."""
-        if self.fences is not None and isinstance(fences, dict):
-            for group, token in fences.items():
-                if isinstance(group, str) and isinstance(token, int) and not isinstance(token, bool):
-                    self.fences.observe(group, token)
+        decider, after applying the decider's rules to it. O(len(fences)); at most one
+        write of the fence file.
+
+        ``fences``: the asker's newest tokens ({group: token}, see :func:`checked_fences`).
+        Only the entry of the transaction's writer group is recorded (as if a request had
+        carried it): it is the one the answer depends on, and a question must neither
+        cost a write of the fence file per entry nor make the registry grow.
+
+        Raises:
+            BadArgumentError: malformed ``fences`` (nothing is recorded or decided).
+        """
+        given = checked_fences(fences)
+        mine = self.txns.fence_of(txn_id)
+        if self.fences is not None and mine is not None and mine[0] in given:
+            self.fences.observe(mine[0], given[mine[0]])
         st = self.txns.status(txn_id)["state"]
         if st == "prepared":
             t = next((x for x in self.txns.prepared() if x.txn_id == txn_id), None)

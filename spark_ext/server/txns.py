@@ -40,6 +40,23 @@ logger = logging.getLogger(__name__)
 Change = tuple[str, str, tuple[Any, ...]]
 
 STAGING, PREPARED = "staging", "prepared"
+OPEN, COMMITTED, ABORTED = "open", "committed", "aborted"
+
+#: Outcomes of finished transactions kept in memory (the decider's ledger keeps commits longer).
+MAX_DECIDED = 10_000
+#: Answers about transactions never held here (the in-doubt resolver's ``aborted`` to a
+#: question), kept apart from the decisions so that questions cannot evict those.
+MAX_REFUSED = 4_096
+
+
+def _put_bounded(d: OrderedDict[str, Any], key: str, value: Any, cap: int) -> list[str]:
+    """Set ``d[key]`` and drop the oldest entries beyond ``cap``; returns the dropped
+    keys. O(1) amortized."""
+    d[key] = value
+    dropped = []
+    while len(d) > cap:
+        dropped.append(d.popitem(last=False)[0])
+    return dropped
 
 
 @dataclass
@@ -79,16 +96,23 @@ class TxnManager:
         store: the engine.
         timeout_s: a transaction with no request for this long is aborted (a dead Spark
             job must not keep its key locks forever). In-doubt ones are kept.
+        clock: monotonic seconds, for ``last_seen`` and the idle timeouts (the in-doubt
+            resolver reads it too); tests pass one they advance themselves.
     """
 
-    def __init__(self, store: Store, timeout_s: float = 600.0) -> None:
+    def __init__(self, store: Store, timeout_s: float = 600.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.timeout_s = timeout_s
+        self.clock = clock
         self._txns: dict[str, ServerTxn] = {}
         self._decided: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
         self._fences: dict[str, tuple[str, int]] = {}  # txn id -> (group, token) of its writer
         self._reasons: dict[str, str] = {}  # txn id -> why it was aborted, for resolver aborts
+        #: Transactions never held here that the in-doubt resolver answered about:
+        #: txn id -> (outcome, why). Bounded apart from ``_decided`` (see remember()).
+        self._refused: OrderedDict[str, tuple[str, str | None]] = OrderedDict()
         #: Called as (txn, outcome, reason) under the transaction's lock just before a
         #: transaction with participants commits or aborts here; may raise to refuse
         #: (the in-doubt resolver records the decider's decision durably with it).
@@ -98,7 +122,7 @@ class TxnManager:
         self.outcome_lookup: Callable[[str], str | None] | None = None
         for txn_id in store.in_doubt():
             cs = store.transaction(txn_id)
-            t = ServerTxn(txn_id, cs, final=True, recovered=True)
+            t = ServerTxn(txn_id, cs, final=True, recovered=True, last_seen=clock())
             meta = cs.meta or {}
             if isinstance(meta.get("participants"), list):
                 t.participants = [str(p) for p in meta["participants"]]
@@ -124,7 +148,7 @@ class TxnManager:
                 # The change set carries the protocol id: its PREPARE log record is
                 # found by that id after a restart (in doubt), so it can be decided.
                 t = self._txns[txn_id] = ServerTxn(txn_id, self.store.begin(txn_id))
-            t.last_seen = time.monotonic()
+            t.last_seen = self.clock()
             return t
 
     def _outcome_locked(self, txn_id: str) -> str | None:
@@ -133,6 +157,8 @@ class TxnManager:
         done = self._decided.get(txn_id)
         if done is None and self.outcome_lookup is not None:
             done = self.outcome_lookup(txn_id)
+        if done is None and txn_id in self._refused:
+            done = self._refused[txn_id][0]
         return done
 
     def outcome(self, txn_id: str) -> str | None:
@@ -143,6 +169,8 @@ class TxnManager:
 
     def _why(self, txn_id: str) -> str:
         r = self._reasons.get(txn_id)
+        if r is None and txn_id in self._refused:
+            r = self._refused[txn_id][1]
         return f" ({r})" if r else ""
 
     def _finish(self, t: ServerTxn, outcome: str, reason: str | None = None) -> None:
@@ -152,24 +180,33 @@ class TxnManager:
             self._decide_locked(t.txn_id, outcome, reason)
 
     def _decide_locked(self, txn_id: str, outcome: str, reason: str | None = None) -> None:
-        """Remember how ``txn_id`` ended (caller holds ``_lock``); the newest 10,000 are
-        kept. O(1) amortized."""
-        self._decided[txn_id] = outcome
+        """Remember how ``txn_id`` ended (caller holds ``_lock``); the newest
+        ``MAX_DECIDED`` are kept. O(1) amortized."""
+        self._refused.pop(txn_id, None)
         if reason:
             self._reasons[txn_id] = reason
-        while len(self._decided) > 10000:
-            old, _ = self._decided.popitem(last=False)
+        for old in _put_bounded(self._decided, txn_id, outcome, MAX_DECIDED):
             self._reasons.pop(old, None)
 
     def remember(self, txn_id: str, outcome: str, reason: str | None = None) -> None:
         """Record the outcome of a transaction this server never held (the in-doubt
         resolver's refusal of a transaction it was asked about but never prepared), so
-        a late PREPARE or COMMIT of it is refused. O(1)."""
+        a late PREPARE or COMMIT of it is refused. O(1) amortized.
+
+        Kept in a map of its own, the newest ``MAX_REFUSED``: anyone may ask about any
+        id, and those answers must not push the real decisions (aborts that keep a late
+        TXN_STAGE from beginning a transaction anew) out of ``_decided``. A transaction
+        with a known outcome is left as it is.
+        """
         with self._lock:
-            if txn_id not in self._txns:
-                self._decided[txn_id] = outcome
-                if reason:
-                    self._reasons[txn_id] = reason
+            if txn_id not in self._txns and self._outcome_locked(txn_id) is None:
+                _put_bounded(self._refused, txn_id, (outcome, reason), MAX_REFUSED)
+
+    def remembered_count(self) -> int:
+        """How many finished or refused transactions are remembered in memory (bounded
+        by ``MAX_DECIDED + MAX_REFUSED``). O(1)."""
+        with self._lock:
+            return len(self._decided) + len(self._refused)
 
     # --- steps --------------------------------------------------------------------------
 
@@ -277,19 +314,36 @@ class TxnManager:
             if t.cs.state == "aborted":  # the in-doubt resolver got there first
                 raise TransactionStateError(f"transaction {txn_id} was aborted{self._why(txn_id)}; it cannot commit",
                                             txn=txn_id, state="aborted")
-            if t.cs.state == "committed":
+            if t.cs.state == "committed":  # (applied, but its wait for durability failed)
+                self._finish(t, COMMITTED)
                 return "committed"
             if not t.final:
                 self._finalize(t, parts)
             if t.participants is not None and self.decision_hook is not None:
-                self.decision_hook(t, "committed", None)  # the decider's decision is durable first
+                # The decider's decision is durable first. If applying it fails below,
+                # the transaction stays here, decided: abort() then refuses to undo it.
+                self.decision_hook(t, "committed", None)
             t.cs.commit()
             self._finish(t, "committed")
             return "committed"
 
-    def abort(self, txn_id: str, reason: str | None = None) -> str:
+    def abort(self, txn_id: str, reason: str | None = None, *, only_if_open: bool = False) -> str:
         """Abort a transaction; answers ``committed`` instead for a committed one (which
-        is left alone: an abort can no longer undo it). Idempotent."""
+        is left alone: an abort can no longer undo it). Idempotent.
+
+        Args:
+            txn_id: the transaction.
+            reason: why, given to later refusals of it (``... is already aborted (why)``).
+            only_if_open: abort only a transaction not durably prepared (checked under
+                its lock); a prepared one is left as it is and its state answered. For
+                the server's own aborts (idle timeout, deposed leader): a prepared
+                transaction is decided by its coordinator or the in-doubt resolver.
+
+        Raises:
+            TransactionStateError: this server is the transaction's decider and its
+                ledger holds the commit, which could not be applied here (yet): the
+                transaction is committed and is not aborted (``state: committed``).
+        """
         with self._lock:
             t = self._txns.get(txn_id)
             if t is None:
@@ -299,16 +353,61 @@ class TxnManager:
                     # running (Spark aborts a failed job while its other tasks wind
                     # down), and its late TXN_STAGE must not begin the transaction anew
                     # and leave it open, holding key locks, until the idle timeout.
-                    self._decide_locked(txn_id, "aborted")
-                return done or "aborted"
+                    self._fences.pop(txn_id, None)
+                    self._decide_locked(txn_id, ABORTED, reason)
+                return done or ABORTED
+        return self._abort(t, reason, only_if_open)[0]
+
+    def _abort(self, t: ServerTxn, reason: str | None, only_if_open: bool,
+               stale_before: float | None = None) -> tuple[str, bool]:
+        """Abort ``t`` under its lock: ``(state afterwards, whether this call aborted it)``.
+
+        The conditions are checked under the lock, where they cannot change: a caller
+        that looked at ``t`` without it (the reaper, a newer fencing token) may have
+        seen it open while a PREPARE was running, which then answered ``prepared``.
+        ``stale_before``: abort only if no request came since that clock time.
+        """
         with t.lock:
-            if t.cs.state in ("committed", "aborted"):
-                return t.cs.state
-            if t.participants is not None and t.cs.state == "prepared" and self.decision_hook is not None:
-                self.decision_hook(t, "aborted", reason)
+            state = t.cs.state
+            if state in (COMMITTED, ABORTED):
+                self._finish(t, state)
+                return state, False
+            if only_if_open and state != OPEN:
+                return state, False
+            if stale_before is not None and t.last_seen >= stale_before:
+                return state, False
+            if self.outcome_lookup is not None and self.outcome_lookup(t.txn_id) == COMMITTED:
+                return self._apply_recorded_commit(t), False
+            if t.participants is not None and state == "prepared" and self.decision_hook is not None:
+                self.decision_hook(t, ABORTED, reason)
             t.cs.abort()
-            self._finish(t, "aborted", reason)
-            return "aborted"
+            self._finish(t, ABORTED, reason)
+            return ABORTED, True
+
+    def _apply_recorded_commit(self, t: ServerTxn) -> str:
+        """An abort reached a transaction whose commit this server, its decider, has
+        recorded in its ledger, but whose commit failed to apply (caller holds ``t.lock``).
+
+        The ledger entry is the transaction's outcome from the moment it is written:
+        participants in doubt are answered ``committed`` from it once this server no
+        longer holds the transaction, and the failed commit may have reached the log
+        (a restart would replay it). So the abort is refused and the commit applied
+        once more; see docs/in-doubt.md, "Why it is safe", 2.
+
+        Raises:
+            TransactionStateError: the commit fails again (``state: committed``).
+        """
+        try:
+            t.cs.commit()
+        except Exception as e:
+            raise TransactionStateError(
+                f"transaction {t.txn_id} is already decided: committed (this server decides it and recorded the "
+                f"commit), so it cannot abort; applying the commit here failed ({type(e).__name__}: {e}) and is "
+                "retried by the in-doubt resolver", txn=t.txn_id, state=COMMITTED) from e
+        self._finish(t, COMMITTED)
+        logger.warning("transaction %s: an abort was asked after its recorded commit failed to apply; "
+                       "the commit is applied now", t.txn_id)
+        return COMMITTED
 
     # --- fencing ------------------------------------------------------------------------
 
@@ -316,7 +415,7 @@ class TxnManager:
         """Remember which leader (group, token) writes ``txn_id``. O(1)."""
         if isinstance(txn_id, str) and txn_id:
             with self._lock:
-                if txn_id not in self._decided:
+                if txn_id not in self._decided and txn_id not in self._refused:
                     self._fences[txn_id] = (group, token)
 
     def abort_fenced(self, group: str, token: int) -> list[str]:
@@ -329,18 +428,25 @@ class TxnManager:
         kept: the old leader may have decided to commit them (phase 2 is still
         accepted). O(transactions).
         """
+        reason = f"a newer leader of group {group} took over (token {token})"
         with self._lock:
             old = [x for x, (g, tk) in self._fences.items() if g == group and tk < token]
             found = [(x, self._txns.get(x)) for x in old]
         aborted = []
         for txn_id, t in found:
-            if t is None:  # noted, not begun yet: it can never begin now
+            if t is None:
                 with self._lock:
-                    self._fences.pop(txn_id, None)
-                    self._decided.setdefault(txn_id, "aborted")
-                continue
-            if t.cs.state == "open":
-                self.abort(txn_id)
+                    t = self._txns.get(txn_id)
+                    if t is None:  # noted, not begun yet: it can never begin now
+                        self._fences.pop(txn_id, None)
+                        if self._outcome_locked(txn_id) is None:
+                            self._decide_locked(txn_id, ABORTED, reason)
+                        continue
+            # Open is checked again under the transaction's lock: the old leader's
+            # PREPARE passed its fence check before this token was known and may be
+            # running now; once it answered ``prepared``, the old leader's phase 2 is
+            # still accepted (protocol section 15), so aborting here would split it.
+            if self._abort(t, reason, only_if_open=True)[1]:
                 aborted.append(txn_id)
         if aborted:
             logger.warning("aborted %d unfinished transaction(s) of group %s's former leader (new token %d): %s",
@@ -369,7 +475,7 @@ class TxnManager:
         """Operator view of the prepared transactions here: id, participants, decider,
         this server's role, seconds since its coordinator's last request, whether a
         restart recovered it, its writer's fence. O(txns)."""
-        now = time.monotonic()
+        now = self.clock()
         out = []
         for t in sorted(self.prepared(), key=lambda x: x.last_seen):
             ps = t.participants
@@ -386,10 +492,13 @@ class TxnManager:
         return len(self._txns)
 
     def reap(self) -> None:
-        """Abort transactions idle past the timeout (not the durably prepared ones)."""
-        now = time.monotonic()
+        """Abort transactions idle past the timeout (not the durably prepared ones: a
+        PREPARE may finish between this look and the abort, which checks again under
+        the transaction's lock). O(transactions)."""
+        cutoff = self.clock() - self.timeout_s
+        reason = f"no request for over {self.timeout_s:.0f}s (transaction timeout)"
         with self._lock:
-            stale = [t for t in self._txns.values() if now - t.last_seen > self.timeout_s and t.cs.state == "open"]
+            stale = [t for t in self._txns.values() if t.last_seen < cutoff and t.cs.state == OPEN]
         for t in stale:
-            logger.warning("aborting transaction %s: idle for over %.0fs", t.txn_id, self.timeout_s)
-            self.abort(t.txn_id)
+            if self._abort(t, reason, only_if_open=True, stale_before=cutoff)[1]:
+                logger.warning("aborted transaction %s: %s", t.txn_id, reason)

@@ -5,25 +5,28 @@ restart matters). The multi-server paths run in integration/test_in_doubt.py."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from spark_ext.exceptions import ConflictError, TransactionStateError
+from spark_ext.client.connection import Connection
+from spark_ext.exceptions import BadArgumentError, ConflictError, TransactionStateError
 from spark_ext.server.fencing import FenceRegistry
 from spark_ext.server.indoubt import (
     ABORT,
     COMMIT,
+    MAX_FENCES,
     DecisionLedger,
     InDoubtResolver,
     decider_verdict,
     participant_verdict,
 )
 from spark_ext.server.store_service import StoreService
+from spark_ext.server.tcp import FrameServer
 from spark_ext.server.txns import TxnManager
 from spark_ext.store import Store
+from spark_ext.wire.kinds import Kind
 
 T = "ns.t"
 
@@ -120,15 +123,29 @@ def test_a_newer_token_makes_the_decider_abort_and_refuse_the_late_commit(store:
     assert store.table(T).get(1) == (1, "later")
 
 
+class _Clock:
+    """A monotonic clock the test moves by hand (TxnManager's ``clock``)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_presumed_abort_after_the_timeout_but_a_commit_first_wins(store: Store) -> None:
-    mgr = TxnManager(store)
+    clock = _Clock()
+    mgr = TxnManager(store, clock=clock)
     led = DecisionLedger(None)
-    r = _resolver(mgr, timeout_s=0.2, ledger=led)
+    r = _resolver(mgr, timeout_s=10.0, ledger=led)
     _prepare(mgr, "slow", 1, ["s0", "s1"])
     _prepare(mgr, "quick", 2, ["s0", "s1"])
     assert mgr.commit("quick", None) == "committed"  # the coordinator's phase 2 came in time
     assert led.get("quick") == COMMIT  # the decider recorded it before applying it
-    time.sleep(0.3)
+    clock.now += 9.9
+    r.step()
+    assert mgr.status("slow")["state"] == "prepared"  # its coordinator may still commit
+    clock.now += 0.1  # silent for the whole in-doubt timeout
     r.step()
     assert mgr.status("slow")["state"] == "aborted"
     assert mgr.abort("quick") == "committed"  # an abort cannot undo a decided commit
@@ -163,6 +180,96 @@ def test_the_decider_answers_unknown_and_open_with_abort_and_refuses_them_later(
     assert r.answer("live") == "prepared"  # its coordinator is not silent yet
     assert mgr.commit("live", None) == "committed"
     assert r.answer("live") == "committed"
+
+
+def test_a_question_with_hostile_fences_is_refused_and_changes_nothing(store: Store, tmp_path: Path) -> None:
+    path = tmp_path / "fences.json"
+    fences = FenceRegistry(path)
+    fences.observe("g", 1)
+    writes: list[dict[str, int]] = []
+    real_persist = fences._persist
+
+    def persist() -> None:  # counts the fsynced rewrites of the fence file
+        writes.append(dict(fences._newest))
+        real_persist()
+
+    fences._persist = persist  # type: ignore[method-assign]
+    mgr = TxnManager(store)
+    r = _resolver(mgr, fences)
+    _prepare(mgr, "tx", 1, ["s0", "s1"], token=1)
+    before, on_disk = fences.snapshot(), path.read_text()
+    flood = {f"group-{i}": i + 1 for i in range(10_000)}
+    for bad, why in [
+        (flood, f"'fences' has 10000 entries; at most {MAX_FENCES} are accepted"),
+        ([["g", 2]], "'fences' must be an object"),
+        ({"g": "2"}, "token of group 'g' must be an integer"),
+        ({"g": True}, "token of group 'g' must be an integer"),
+        ({"g": -1}, "token of group 'g' must be an integer"),
+        ({"": 2}, "leader group '' must be a non-empty string"),
+        ({"g": 3, "x" * 201: 1}, "must be a non-empty string of at most 200 characters"),
+    ]:
+        with pytest.raises(BadArgumentError, match=why):
+            r.answer("tx", bad)
+    assert fences.snapshot() == before and path.read_text() == on_disk and writes == []
+    assert mgr.status("tx")["state"] == "prepared"  # nothing decided either
+    # A well-formed question: only its transaction's group counts, written once.
+    assert r.answer("tx", {"g": 2, **{f"other-{i}": 5 for i in range(MAX_FENCES - 1)}}) == "aborted"
+    assert fences.snapshot() == {"g": 2} and writes == [{"g": 2}]
+    assert json.loads(path.read_text()) == {"g": 2}
+    assert r.answer("never-seen", {"g": 9}) == "aborted" and fences.newest("g") == 2  # not its group
+
+
+@pytest.fixture
+def decider() -> Iterator[tuple[StoreService, FrameServer]]:
+    """A decider ``s0`` served over real sockets, with its fence registry and resolver."""
+    s = Store(background=False)
+    s.create_table(T, [("id", "int64"), ("v", "string")], "id", 2).insert([(1, "old")])
+    service = StoreService(s, "s0")
+    service.fence = FenceRegistry()
+    service.resolver = InDoubtResolver(service.txns, "s0", DecisionLedger(None), service.fence, None)
+    fs = FrameServer(role="server")
+    service.register(fs)
+    fs.start()
+    try:
+        yield service, fs
+    finally:
+        fs.stop()
+        service.close()
+        s.close()
+
+
+def test_a_participant_asks_with_its_transactions_group_and_the_decider_takes_only_that(
+        store: Store, decider: tuple[StoreService, FrameServer]) -> None:
+    service, fs = decider
+    _prepare(service.txns, "tx", 1, ["s0", "s1"], token=1)  # at the decider
+    fences = FenceRegistry()  # the participant's: it saw the new leader (token 3) and another group
+    fences.observe("g", 3)
+    fences.observe("unrelated", 8)
+    mgr = TxnManager(store)
+    r = InDoubtResolver(mgr, "s1", DecisionLedger(None), fences, lambda sid: ("127.0.0.1", fs.port), timeout_s=60.0)
+    try:
+        _prepare(mgr, "tx", 1, ["s0", "s1"], token=1)
+        r.step(force=True)
+        assert service.fence.snapshot() == {"g": 3}  # learned from the question, nothing else
+        assert service.txns.status("tx")["state"] == "aborted"  # its coordinator was deposed
+        assert mgr.status("tx")["state"] == "aborted" and store.table(T).get(1) == (1, "old")
+    finally:
+        r.close()
+
+
+def test_a_hostile_question_on_the_wire_is_bad_argument(decider: tuple[StoreService, FrameServer]) -> None:
+    service, fs = decider
+    _prepare(service.txns, "tx", 1, ["s0", "s1"], token=1)
+    flood = {f"group-{i}": 2 for i in range(5_000)}
+    service.fence.observe("g", 1)
+    conn = Connection("127.0.0.1", fs.port)
+    try:
+        with pytest.raises(BadArgumentError, match=f"'fences' has 5000 entries; at most {MAX_FENCES}"):
+            conn.request(Kind.TXN_STATUS, {"txn": "tx", "resolve": True, "fences": flood})
+        assert conn.request(Kind.TXN_STATUS, {"txn": "tx", "resolve": True}).metadata["state"] == "prepared"
+    finally:
+        conn.close()
+    assert service.fence.snapshot() == {"g": 1} and service.txns.status("tx")["state"] == "prepared"
 
 
 def test_a_restart_restores_participants_and_fence_and_applies_the_ledger(tmp_path: Path) -> None:
