@@ -186,13 +186,21 @@ public class StoreBatchWrite implements DeltaBatchWrite {
         call(e.getKey(), Kinds.TXN_COMMIT, m);
       } catch (WireException x) {
         // The decider's commit failed: its abort's answer says whether it committed
-        // after all (lost reply) or not (refused): then abort everywhere. A later
-        // participant's failure leaves it in doubt; it gets the outcome from the decider.
-        if (!decided && !"committed".equals(abortOn(e.getKey()))) {
-          abortAll();
+        // after all (lost reply), or aborted: then abort everywhere. No answer (the
+        // decider unreachable, or refusing the abort because its ledger holds the
+        // commit) leaves the outcome unknown: the participants stay prepared and learn
+        // it from the decider (docs/in-doubt.md); aborting them could split the
+        // statement. A later participant's failure leaves it in doubt likewise.
+        if (!decided) {
+          String answer = abortOn(e.getKey());
+          if ("aborted".equals(answer)) {
+            abortAll();
+            throw Errors.spark(x);
+          }
+          if (!"committed".equals(answer)) throw Errors.spark(x);
+        } else {
           throw Errors.spark(x);
         }
-        if (decided) throw Errors.spark(x);
       }
       decided = true;
     }
