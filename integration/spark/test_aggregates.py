@@ -247,6 +247,16 @@ def test_bigint_overflow_fails_like_spark(spark, tname) -> None:
     assert spark.sql(f"SELECT max(v), count(v) FROM {tname}").collect()[0][:] == (9223372036854775807, 2)
 
 
+def test_columns_named_like_generated_reply_columns(spark, tname) -> None:
+    """A table with columns group1 and agg0: the server names the expression key and the
+    first aggregate _group1 and _agg0 (protocol section 10.2), and the Java reader expects so."""
+    spark.sql(f"CREATE TABLE {tname} (id INT PRIMARY KEY, group1 INT, agg0 STRING, v INT) TBLPROPERTIES ('buckets'='3')")
+    spark.sql(f"INSERT INTO {tname} VALUES (1, 1, 'a', 5), (2, 3, 'a', 6), (3, 2, 'b', NULL), (4, 1, 'a', 7)")
+    q = f"SELECT group1, group1 % 2, agg0, count(*), sum(v) FROM {tname} GROUP BY group1, group1 % 2, agg0"
+    assert "PushedGroupBy: [group1, group1 % 2, agg0]" in plan(spark, q)
+    assert rows(spark.sql(q)) == sorted([(1, 1, "a", 2, 12), (3, 1, "a", 1, 6), (2, 0, "b", 1, None)], key=repr)
+
+
 def test_three_server_cluster(spark, cluster) -> None:  # noqa: F811
     locator, secret = cluster
     # A catalog name of its own: Spark keeps a catalog once loaded, and test_multi_server's

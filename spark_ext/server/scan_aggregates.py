@@ -67,9 +67,23 @@ class AggregateRequest:
         return cols
 
     def reply_names(self) -> list[str]:
-        """The reply's column names: each group column's name (``group<i>`` for an expression), then agg0..."""
-        names = [g if isinstance(g, str) else f"group{i}" for i, g in enumerate(self.group_by)]
-        return names + [f"agg{j}" for j in range(len(self.aggregates))]
+        """The reply's column names, distinct: each group column's name (``group<i>`` for an
+        expression), then ``agg0``, ``agg1``, ... O(names).
+
+        A generated name that a group column of the request also has (a table may have a
+        column ``group1`` or ``agg0``) gets ``_`` prepended until it is free; generated
+        names never start with ``_``, so they stay distinct (docs/protocol.md section 10.2;
+        the Java reader, ``StoreColumnarReader``, names them the same way).
+        """
+        taken = {g for g in self.group_by if isinstance(g, str)}
+
+        def free(name: str) -> str:
+            while name in taken:
+                name = "_" + name
+            return name
+
+        names = [g if isinstance(g, str) else free(f"group{i}") for i, g in enumerate(self.group_by)]
+        return names + [free(f"agg{j}") for j in range(len(self.aggregates))]
 
 
 def parse(table: str, schema: pa.Schema, column_names: Sequence[str], meta: dict[str, Any]) -> AggregateRequest | None:
@@ -182,7 +196,8 @@ def compute(table: str, req: AggregateRequest, schema: pa.Schema, batches: Itera
     """The partial aggregates of ``batches`` (the scan of ``req.input_columns()``). O(rows).
 
     Returns a table with the group columns (named as in the table, ``group<i>`` for an
-    expression) and then ``agg0``, ``agg1``, ... in request order: one row per group (a
+    expression) and then ``agg0``, ``agg1``, ... in request order (names made distinct by
+    :meth:`AggregateRequest.reply_names`): one row per group (a
     NULL group value is a group), or exactly one row without ``group_by`` (count 0,
     sum/min/max NULL over no rows).
 

@@ -29,6 +29,7 @@ details carry ``spark_error``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -190,15 +191,23 @@ def _literal(v: Any, type_name: str, bad: Callable[[str], BadArgumentError]) -> 
         if not info.min <= v <= info.max:
             raise bad(f"literal {v} does not fit {type_name}")
         return v
-    if not isinstance(v, (int, float)) or isinstance(v, bool) or not np.isfinite(v):
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        raise bad(f"literal {_show(v)} is not a finite number ({type_name})")
+    # JSON integers have no size limit: one past int64 makes numpy's isfinite raise
+    # TypeError, one past the double range makes float() raise OverflowError.
+    try:
+        d = float(v)
+    except (OverflowError, TypeError):
+        raise bad(f"literal {_show(v)} does not fit {type_name}") from None
+    if not math.isfinite(d):
         raise bad(f"literal {_show(v)} is not a finite number ({type_name})")
     if type_name == "float32":
         with np.errstate(all="ignore"):
-            f = np.float32(v)
+            f = np.float32(d)
         if not np.isfinite(f):
-            raise bad(f"literal {v!r} does not fit float32")
+            raise bad(f"literal {_show(v)} does not fit float32")
         return float(f)
-    return float(v)
+    return d
 
 
 # --- evaluation ------------------------------------------------------------------------

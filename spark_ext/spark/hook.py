@@ -30,10 +30,15 @@ def putInto(self: Any, table: Any, path: str | None = None) -> int:
         table: a table name (``"ns.t"``, optionally prefixed by the catalog name) or a
             :class:`~spark_ext.StoreTable`.
         path: ``"auto"`` (the JVM writer when the session has it, the table is in the
-            session's store and no column is narrowed - e.g. long into int - whose values
-            the Python path checks one by one), ``"jvm"`` (the JVM writer, or
-            BadArgumentError saying why not), ``"python"`` (the ``mapInArrow`` job). None:
-            the conf ``spark.sparkext.putInto.path``, default ``"auto"``.
+            session's store and every column converts on the JVM as Python would: the
+            same type, float into double, or an integer into any integer column - a
+            narrowed one, e.g. long into int, is range-checked by the JVM job first,
+            failing with the Python path's error; a conversion Arrow checks value by
+            value - an integer into a double or decimal column, a decimal of another
+            scale - takes the Python path), ``"jvm"`` (the
+            JVM writer, or BadArgumentError saying why not), ``"python"`` (the
+            ``mapInArrow`` job). None: the conf ``spark.sparkext.putInto.path``, default
+            ``"auto"``.
 
     Returns:
         the number of rows written.

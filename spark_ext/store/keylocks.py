@@ -18,8 +18,13 @@ ids of a bulk load usually are) they are also marked in a flat boolean array ind
 ``key - base``: then a part's check against the keys locked before is one vectorized
 gather, O(k) without binary searches into arrays of millions of keys (which cost about
 as much as the rest of a part's prepare put together), and the segments are not merged
-at all. Keys spread too thinly turn the array off for good; the segments are then merged
-into the levels above once and the binary searches take over.
+at all. The array is at most ``max(DENSE_MIN, DENSE_PER_KEY x keys)`` bytes, so its
+memory is O(keys) (it is not counted by the memory limits, like the rest of a change
+set's lock bookkeeping): keys spread too thinly turn it off; the segments are then
+merged into the levels above once and the binary searches take over. Since the first
+parts of a statement may be spread while the whole is dense (a few rows of every part
+of a key range), the array is tried again each time the key count has doubled, marking
+the keys locked so far: O(keys) amortized.
 
 Not thread-safe on its own: the owning table's lock guards it.
 """
@@ -38,19 +43,26 @@ class SortedKeyLocks:
         num_buckets: the table's bucket count.
     """
 
-    __slots__ = ("levels", "count", "dense", "base")
+    __slots__ = ("levels", "count", "dense", "base", "low", "high", "retry_at")
 
-    #: The dense array is kept while its length is at most this many bytes per key
-    #: locked, plus :attr:`DENSE_SLACK` (so that small sets of spread keys use it too).
-    DENSE_PER_KEY = 8
-    DENSE_SLACK = 1 << 22
+    #: The dense array is kept while it spans at most this many keys per key locked
+    #: (a bool each), or :attr:`DENSE_MIN` keys (so small sets of spread keys use it too).
+    DENSE_PER_KEY = 64
+    DENSE_MIN = 1 << 16
 
     def __init__(self, num_buckets: int) -> None:
         self.levels: list[list[np.ndarray]] = [[] for _ in range(num_buckets)]
         self.count = 0  # keys added (a key is added at most once per change set)
         #: ``dense[k - base]`` is True for every locked key ``k`` (None: keys too spread).
         self.dense: np.ndarray | None = np.zeros(0, dtype=bool)
-        self.base = 0
+        self.base = 0  # the key of dense[0]
+        self.low = self.high = 0  # the lowest and highest key locked (while dense)
+        #: While ``dense`` is None: the key count at which to try the array again.
+        self.retry_at = 0
+
+    def _limit(self, count: int) -> int:
+        """Most keys the dense array may span while ``count`` keys are locked."""
+        return max(self.DENSE_MIN, self.DENSE_PER_KEY * count)
 
     def add(self, keys: np.ndarray, bounds: np.ndarray) -> None:
         """Lock ``keys`` (int64, sorted within each bucket; bucket ``b`` is
@@ -59,7 +71,11 @@ class SortedKeyLocks:
         O(k) while the keys are dense (see the module docstring), else O(k log parts)
         amortized.
         """
-        if self.dense is not None and len(keys) and self._mark_dense(keys):
+        if not len(keys):
+            return
+        if self.dense is None and self.count + len(keys) >= self.retry_at:
+            self._redensify(keys)
+        if self.dense is not None and self._mark_dense(keys):
             for b, lv in enumerate(self.levels):  # kept unmerged: only keys() reads them
                 lo, hi = int(bounds[b]), int(bounds[b + 1])
                 if hi > lo:
@@ -85,28 +101,53 @@ class SortedKeyLocks:
         dense = self.dense
         assert dense is not None
         lo, hi = int(keys.min()), int(keys.max())
-        if len(dense):
-            lo, hi = min(lo, self.base), max(hi, self.base + len(dense) - 1)
-        span = hi - lo + 1
-        limit = self.DENSE_PER_KEY * (self.count + len(keys)) + self.DENSE_SLACK
+        if self.count:
+            lo, hi = min(lo, self.low), max(hi, self.high)
+        span = hi - lo + 1  # of the keys locked, not of the array (which has headroom)
+        limit = self._limit(self.count + len(keys))
         if span > limit:
             self.dense = None
+            self.retry_at = 2 * (self.count + len(keys))
             for lv in self.levels:  # from here on the binary searches need merged levels
                 if len(lv) > 1:
                     lv[:] = [np.sort(np.concatenate(lv))]
             return False
         if lo < self.base or hi >= self.base + len(dense):
-            # Grow with headroom above (ids usually grow), so that parts arriving in key
-            # order do not copy the array each time.
-            # (The last index stays within int64, so that comparisons cannot overflow.)
-            size = min(max(span, min(2 * len(dense), limit)), (1 << 63) - lo)
-            grown = np.zeros(size, dtype=bool)
-            if len(dense):
-                grown[self.base - lo:self.base - lo + len(dense)] = dense
+            # Grow with headroom on the side that grew (ids usually grow, some statements
+            # write them in falling order), up to the span again and within the limit,
+            # so that parts arriving in key order do not copy the array each time.
+            # (The array stays within int64, so that comparisons cannot overflow.)
+            room = min(span, limit - span)
+            if len(dense) and lo < self.base:
+                start, end = max(lo - room, -(1 << 63)), hi
+            else:
+                start, end = lo, min(hi + room, (1 << 63) - 1)
+            grown = np.zeros(end - start + 1, dtype=bool)
+            # Copy what of the old array lies inside (its headroom may not: it is empty).
+            a, b = max(self.base, start), min(self.base + len(dense) - 1, end)
+            if b >= a:
+                grown[a - start:b - start + 1] = dense[a - self.base:b - self.base + 1]
             self.dense = dense = grown
-            self.base = lo
+            self.base = start
         dense[keys - self.base] = True
+        self.low, self.high = lo, hi
         return True
+
+    def _redensify(self, keys: np.ndarray) -> None:
+        """Build the dense array again over the keys locked so far and ``keys`` if they
+        now lie close enough (:meth:`_limit`); else try again once the count doubles.
+        O(keys locked)."""
+        arrays = [arr for lv in self.levels for arr in lv if len(arr)]
+        lo = min([int(keys.min()), *(int(a[0]) for a in arrays)])  # each array is sorted
+        hi = max([int(keys.max()), *(int(a[-1]) for a in arrays)])
+        total = self.count + len(keys)
+        if hi - lo + 1 > self._limit(total):
+            self.retry_at = 2 * total
+            return
+        dense = np.zeros(hi - lo + 1, dtype=bool)
+        for arr in arrays:
+            dense[arr - lo] = True
+        self.dense, self.base, self.low, self.high = dense, lo, lo, hi
 
     def contains(self, bucket: int, key: int) -> bool:
         """Whether ``key`` (of bucket ``bucket``) is locked here. O(1) while the keys are

@@ -49,7 +49,10 @@ each batch arrives (:meth:`Store.log_staged`, while the statement's other batche
 still being produced), so that the statement's commit (or prepare) record is small and
 its end has only the fsync left. A STAGE record is garbage unless a COMMIT1 or PREPARE
 of its transaction refers to it (an aborted statement, a failed task attempt); an
-undecided transaction's STAGE records are kept by checkpoints like its PREPARE.
+undecided transaction's STAGE records are kept by checkpoints like its PREPARE (a
+change set whose commit failed is undecided too: it can still be committed again or
+aborted). A checkpoint trims the log only up to where recovery from the *older* kept
+checkpoint (its fallback when the newest is unreadable) starts replaying.
 """
 
 from __future__ import annotations
@@ -149,6 +152,11 @@ class Store:
         #: checkpoints), bytes logged (counted towards the next checkpoint at the end),
         #: the change set (by identity: an autocommit set's id may equal a txn id)].
         self._staged: dict[str, list[Any]] = {}
+        #: Checkpoint LSN -> the LSN after which recovery from that checkpoint replays
+        #: the log (min of its ``replay_from`` and its LSN), for the checkpoints written
+        #: or loaded by this process: the log is trimmed only up to what the oldest kept
+        #: checkpoint needs (recovery falls back to it if the newest is unreadable).
+        self._ckpt_floors: dict[int, int] = {}
         if self.data_dir is not None:
             self.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._recover()
@@ -532,7 +540,12 @@ class Store:
         finally:
             for t in reversed(tables):
                 t.lock.release()
-            self._forget(cs)  # by identity: an autocommit id may equal a user's txn id
+        # Only a commit that went through ends the change set. After an error (a failed
+        # log write, a dropped table) it is still open or prepared, holding its key
+        # locks, its id and the pin on its STAGE records, for its owner to retry the
+        # commit (the in-doubt resolver does) or to abort it: a checkpoint meanwhile
+        # must keep the STAGE records its PREPARE (or a retried COMMIT1) refers to.
+        self._forget(cs)  # by identity: an autocommit id may equal a user's txn id
         return lsn
 
     def _wait_durable(self, lsn: int, policy: str | None = None) -> None:
@@ -585,7 +598,9 @@ class Store:
         return txn_id in self._prepare_lsns
 
     def _forget(self, cs: ChangeSet) -> None:
-        """Drop a finished change set from the registry of named ones (its id is free)."""
+        """Drop a change set that ended (its commit went through, or it is being
+        aborted) from the registry of named ones (its id is free), and drop the pin
+        that kept its STAGE records in the log. Never called for a failed commit. O(1)."""
         if self._txns.get(cs.id) is cs:
             del self._txns[cs.id]
         if self._in_doubt.get(cs.id) is cs:
@@ -682,6 +697,7 @@ class Store:
         if cp is not None:
             ckpt_lsn = cp.lsn
             replay_from = int(cp.catalog.get("replay_from", ckpt_lsn))
+            self._ckpt_floors[ckpt_lsn] = min(replay_from, ckpt_lsn)
             for tdef in cp.catalog.get("tables", []):
                 ts = TableSchema.from_json(tdef["schema"])
                 t = Table(self, ts)
@@ -839,13 +855,19 @@ class Store:
         self._wal.wait_durable(lsn)
         ckpt_dir = self.data_dir / "checkpoints"
         ckpt.write_checkpoint(ckpt_dir, lsn, catalog, contents)
-        # Keep the log back to the oldest kept checkpoint: if the newest one turns out
-        # unreadable, recovery falls back to the older one and replays from there.
-        kept = ckpt.list_checkpoints(ckpt_dir)
-        oldest = kept[0][0] if kept else lsn
+        # (min: write_checkpoint keeps a checkpoint of this LSN written before, if any)
+        self._ckpt_floors[lsn] = min(replay_from, self._ckpt_floors.get(lsn, lsn))
+        # Keep the log back to what the oldest kept checkpoint replays: if the newest one
+        # turns out unreadable, recovery falls back to the older one and replays from
+        # *its* replay_from, which can lie before its LSN (the PREPARE and STAGE records
+        # of a transaction undecided then, decided since). A checkpoint whose floor is
+        # not known here (written before a restart, not the one loaded) keeps the log.
+        kept = [c for c, _ in ckpt.list_checkpoints(ckpt_dir)] or [lsn]
+        self._ckpt_floors = {c: f for c, f in self._ckpt_floors.items() if c in kept}
+        floor = min(self._ckpt_floors.get(c, 0) for c in kept)
         if self.before_log_trim is not None:
             self.before_log_trim()
-        self._wal.truncate_before(min(replay_from, oldest) + 1)
+        self._wal.truncate_before(floor + 1)
         logger.info("checkpoint at lsn %d written", lsn)
         return lsn
 

@@ -87,6 +87,9 @@ def server(data: pa.Table) -> Iterator[tuple[Store, Connection]]:
                 (6, 3, 2**63 - 1, 1), (7, 3, 1, 1)])
     nokey = store.create_table("db.nokey", [("g", "string"), ("v", "int32")], None, 3)
     nokey.insert([("a", 1), ("a", None), ("b", 3), (None, 4)])
+    names = store.create_table("db.names", [("id", "int64"), ("group1", "int32"), ("_group1", "int32"),
+                                            ("agg0", "string")], ["id"], 2)
+    names.insert([(1, 1, 10, "a"), (2, 3, 10, "a"), (3, 2, None, "b"), (4, 1, 10, "a")])
     service = StoreService(store)
     fs = FrameServer(role="server")
     service.register(fs)
@@ -289,3 +292,18 @@ def test_plain_scans_are_unchanged(server) -> None:
     frames = list(conn.stream(Kind.SCAN, {"table": T, "columns": ["id", "g"], "where": ["=", "id", 5]}))
     t = read_ipc_stream(frames[-1].body)
     assert t.column_names == ["id", "g"] and t.column("id").to_pylist() == [5]
+
+
+def test_generated_reply_names_never_clash_with_group_columns(server) -> None:
+    """A table may have columns named like the reply's generated names (group<i>, agg<j>):
+    the generated ones get '_' prepended until they are free, so every name is distinct."""
+    _, conn = server
+    odd = ["%", ["col", "group1"], ["lit", 2, "int32"]]
+    got, meta = scan(conn, {"table": "db.names", "group_by": ["group1", odd, "_group1", "agg0"],
+                            "aggregates": [["count_star"], ["sum", "group1"]]})
+    assert got.column_names == ["group1", "__group1", "_group1", "agg0", "_agg0", "agg1"]
+    rows = sorted(zip(*(c.to_pylist() for c in got.columns)), key=repr)
+    assert rows == sorted([(1, 1, 10, "a", 2, 2), (3, 1, 10, "a", 1, 3), (2, 0, None, "b", 1, 2)], key=repr)
+    # Without a clash the names are the documented ones.
+    got, _ = scan(conn, {"table": "db.names", "group_by": [odd], "aggregates": [["count", "agg0"]]})
+    assert got.column_names == ["group0", "agg0"]

@@ -256,6 +256,11 @@ def test_skipped_operands_do_not_fail() -> None:
     (["+", col("b"), lit(300, "int8")], BadArgumentError, "literal 300 does not fit int8"),
     (["+", col("x"), lit("1", "float64")], BadArgumentError, "not a finite number"),
     (["+", col("f"), lit(1e300, "float32")], BadArgumentError, "does not fit float32"),
+    # JSON integers of any size: past the double range, past float32's, and past int64 as int64
+    (["+", col("x"), lit(10**400, "float64")], BadArgumentError, "literal 1000.* does not fit float64"),
+    (["+", col("f"), lit(-(10**39), "float32")], BadArgumentError, "literal -1000.* does not fit float32"),
+    (["+", col("l"), lit(2**63, "int64")], BadArgumentError, "literal 9223372036854775808 does not fit int64"),
+    (["+", col("x"), lit(None, "float64")], BadArgumentError, "literal None is not a finite number"),
     (["cast", col("x"), "int32"], BadArgumentError, "cast from float64 to int32 is not supported"),
     (["cast", col("l"), "float32"], BadArgumentError, "cast from int64 to float32"),
     (["neg", col("i"), col("i")], BadArgumentError, "takes one operand"),
@@ -264,6 +269,15 @@ def test_skipped_operands_do_not_fail() -> None:
 def test_malformed_expressions_are_refused(raw, exc, msg) -> None:
     with pytest.raises(exc, match=msg):
         parse(raw)
+
+
+def test_integer_literals_past_int64_typed_floating_point_are_their_values() -> None:
+    """Spark types such a literal double; JSON carries it as an integer: it is converted, not
+    handed to numpy as a Python int (whose isfinite raised TypeError past int64)."""
+    d = table(x=[1.0, None], f=[0.5, 2.0])
+    assert ev(["+", col("x"), lit(2**64, "float64")], d) == [float(2**64) + 1.0, None]
+    assert ev(["*", col("x"), lit(-(2**63) - 1, "float64")], d) == [-(2.0**63), None]
+    assert ev(["-", col("f"), lit(10**20, "float32")], d) == [float(np.float32(0.5) - np.float32(1e20))] * 2
 
 
 def test_size_limits() -> None:
@@ -312,6 +326,9 @@ def test_errors_reach_the_client(server) -> None:  # noqa: F811
         scan(conn, {"table": T, "group_by": [K100, K100], "aggregates": []})
     with pytest.raises(BadArgumentError, match="column 'g' has type string"):
         scan(conn, {"table": T, "aggregates": [["sum", ["+", ["col", "g"], ["col", "g"]]]]})
+    # a literal of no type's range: BAD_ARGUMENT naming it (it was INTERNAL, with a traceback)
+    with pytest.raises(BadArgumentError, match=r"table 'db.facts': .*literal 1000000000.* does not fit float64"):
+        scan(conn, {"table": T, "aggregates": [["sum", ["+", ["col", "x"], ["lit", 10**400, "float64"]]]]})
     # an empty scan evaluates nothing, so nothing fails
     got, _ = scan(conn, {"table": "db.empty", "group_by": [["%", ["col", "i"], ["lit", 0, "int32"]]],
                          "aggregates": [["count_star"]]})

@@ -394,3 +394,81 @@ def test_dense_key_locks_agree_with_a_set_and_turn_off_when_spread(store: Store,
     assert edge.dense is not None
     assert edge.hits(pk, pb).tolist() == [False] * len(pk)
     assert edge.hits(k, bd).all()
+
+
+def _add(locks: SortedKeyLocks, t, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    _, k, bd = sort_by_bucket_and_key(t.schema, t.schema.conform_batch(_batch(ids)))
+    locks.add(k, bd)
+    return k, bd
+
+
+def test_dense_key_lock_array_stays_o_of_keys_for_sparse_bulks(t) -> None:
+    """A small bulk of spread keys (many concurrent statements may hold one each) must not
+    get a lock array of megabytes: at most max(DENSE_MIN, DENSE_PER_KEY x keys) bytes."""
+    rng = np.random.default_rng(23)
+    bound = max(SortedKeyLocks.DENSE_MIN, SortedKeyLocks.DENSE_PER_KEY * 128)
+    for spread in (10_000, 1 << 20, 4 << 20, 1 << 40):
+        ids = rng.choice(spread, 128, replace=False).astype(np.int64)
+        locks = SortedKeyLocks(4)
+        k, bd = _add(locks, t, ids)
+        assert locks.dense is None or len(locks.dense) <= bound, spread
+        assert (locks.dense is not None) == (spread <= 10_000)  # small spans keep the fast path
+        assert locks.hits(k, bd).all() and sorted(locks.keys()) == sorted(ids.tolist())
+        probe = np.setdiff1d(np.arange(0, 5000, dtype=np.int64), ids)
+        _, pk, pb = sort_by_bucket_and_key(t.schema, t.schema.conform_batch(_batch(probe)))
+        assert not locks.hits(pk, pb).any()
+    # A statement growing by parts never holds more than the bound of its key count.
+    locks = SortedKeyLocks(4)
+    ids = rng.permutation(1 << 21).astype(np.int64)
+    for part in np.array_split(ids, 64):
+        _add(locks, t, part)
+        assert locks.dense is None or len(locks.dense) <= max(SortedKeyLocks.DENSE_MIN,
+                                                              SortedKeyLocks.DENSE_PER_KEY * len(locks))
+    assert locks.dense is not None
+
+
+def test_dense_key_locks_come_back_when_spread_first_parts_fill_in(t) -> None:
+    """The first parts of a bulk load may be a few spread rows of every part of the key
+    range; once enough keys are in, the array is built again and agrees with a set."""
+    rng = np.random.default_rng(29)
+    n = 1 << 20
+    ids = rng.permutation(n).astype(np.int64) - n // 2
+    locks = SortedKeyLocks(4)
+    locked: set[int] = set()
+    sizes = [1000, 3000, 12_000, 40_000]
+    pos = 0
+    states = []
+    for size in sizes + [n - sum(sizes)]:
+        part = ids[pos:pos + size]
+        pos += size
+        _add(locks, t, part)
+        locked.update(part.tolist())
+        states.append(locks.dense is not None)
+    assert states[0] is False and states[-1] is True  # spread at first, dense once filled in
+    assert locks.dense is not None and len(locks.dense) <= SortedKeyLocks.DENSE_PER_KEY * len(locks)
+    probe_ids = np.concatenate([ids[::37], np.arange(n, n + 1000), np.arange(-n, -n + 1000)])
+    _, pk, pb = sort_by_bucket_and_key(t.schema, t.schema.conform_batch(_batch(probe_ids)))
+    assert locks.hits(pk, pb).tolist() == [int(k) in locked for k in pk]
+    for k in pk[::101].tolist():
+        assert locks.contains(t.schema.bucket_of_key(k), k) == (k in locked)
+    assert sorted(locks.keys()) == sorted(locked) and len(locks) == n
+
+
+def test_dense_key_locks_grow_downwards_and_reach_the_smallest_key(t) -> None:
+    """Parts in falling key order grow the array below (with headroom, within the bound),
+    down to the smallest int64 key; it agrees with a set throughout."""
+    locks = SortedKeyLocks(4)
+    locked: set[int] = set()
+    bottom = -(2**63)
+    starts = [bottom + 40_000 - 5000 * i for i in range(1, 9)]  # falling, the last at the bottom
+    for s0 in starts:
+        part = np.arange(s0, s0 + 5000, dtype=np.int64)
+        _add(locks, t, part)
+        locked.update(part.tolist())
+        assert locks.dense is not None and locks.base >= bottom
+        assert len(locks.dense) <= max(SortedKeyLocks.DENSE_MIN, SortedKeyLocks.DENSE_PER_KEY * len(locks))
+    probe_ids = np.concatenate([np.arange(bottom, bottom + 45_000, 7, dtype=np.int64),
+                                np.array([0, 2**63 - 1], dtype=np.int64)])
+    _, pk, pb = sort_by_bucket_and_key(t.schema, t.schema.conform_batch(_batch(probe_ids)))
+    assert locks.hits(pk, pb).tolist() == [int(k) in locked for k in pk]
+    assert locks.contains(t.schema.bucket_of_key(bottom), bottom)

@@ -42,15 +42,7 @@ final class StoreColumnarReader implements PartitionReader<ColumnarBatch> {
     if (f.aggregation != null) {
       ObjectNode a = Json.parse(f.aggregation);
       m.setAll(a); // group_by, aggregates: the reply is one row per group
-      java.util.List<String> names = new java.util.ArrayList<>();
-      // A column key answers under its name, an expression key as group<i> (protocol section 10.2).
-      int i = 0;
-      for (com.fasterxml.jackson.databind.JsonNode g : a.path("group_by")) {
-        names.add(g.isTextual() ? g.asText() : "group" + i);
-        i++;
-      }
-      for (int j = 0; j < a.path("aggregates").size(); j++) names.add("agg" + j);
-      replyNames = names.toArray(new String[0]);
+      replyNames = replyNames(a);
     } else {
       var cols = m.putArray("columns");
       if (f.columns.length == 0) cols.add(f.anyColumn);
@@ -68,6 +60,30 @@ final class StoreColumnarReader implements PartitionReader<ColumnarBatch> {
       allocator.close();
       throw e;
     }
+  }
+
+  /**
+   * The columns an aggregate SCAN answers (protocol section 10.2): a column key under its
+   * name, an expression key as group&lt;i&gt;, then agg0, agg1, ...; a generated name that a
+   * column key of the request also has gets "_" prepended until it is free (as the server's
+   * {@code AggregateRequest.reply_names} does).
+   */
+  static String[] replyNames(com.fasterxml.jackson.databind.JsonNode a) {
+    java.util.Set<String> taken = new java.util.HashSet<>();
+    for (com.fasterxml.jackson.databind.JsonNode g : a.path("group_by")) if (g.isTextual()) taken.add(g.asText());
+    java.util.List<String> names = new java.util.ArrayList<>();
+    int i = 0;
+    for (com.fasterxml.jackson.databind.JsonNode g : a.path("group_by")) {
+      names.add(g.isTextual() ? g.asText() : free("group" + i, taken));
+      i++;
+    }
+    for (int j = 0; j < a.path("aggregates").size(); j++) names.add(free("agg" + j, taken));
+    return names.toArray(new String[0]);
+  }
+
+  private static String free(String name, java.util.Set<String> taken) {
+    while (taken.contains(name)) name = "_" + name;
+    return name;
   }
 
   private boolean nextFrame() throws IOException {
