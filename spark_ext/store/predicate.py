@@ -240,7 +240,10 @@ def _literal(schema: TableSchema, column: str, v: Any) -> Any:
         return schema.coercers[i](v)
     except ConstraintError as e:
         if tn == "float32" and isinstance(e, ValueOutOfRangeError):
-            return float(v)  # beyond float32: compares as an infinity, legal SQL
+            try:
+                return float(v)  # beyond float32 but a double: compares as an infinity, legal SQL
+            except OverflowError:  # an int beyond any double
+                pass
         raise BadArgumentError(str(e), table=schema.name, column=column, value=repr(v)) from None
 
 

@@ -165,7 +165,10 @@ def make_coercer(table: str, column: str, t: pa.DataType) -> Coercer:
             if type(v) is float:
                 return v
             if isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
-                return float(v)
+                try:
+                    return float(v)
+                except OverflowError:  # an int beyond the largest double
+                    raise _range_err(table, column, v, name) from None
             raise _err(table, column, v, name)
 
         if name == "float64":

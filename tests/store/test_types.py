@@ -620,3 +620,15 @@ def test_sliced_arrow_input_reads_back_exactly(store: Store, buckets: int) -> No
             _assert_rows_equal(t.get(k), want[k])
         assert t.get(36) is None and t.get(337) is None
         t.compact()
+
+
+@pytest.mark.parametrize("typ", ["double", "float"])
+def test_an_integer_beyond_any_double_is_refused_naming_the_column(typ: str) -> None:
+    s = Store(background=False)
+    t = s.create_table("t", [("id", "int64"), ("x", typ)], "id")
+    t.upsert((1, 1.5))
+    with pytest.raises(ValueOutOfRangeError, match="column 'x'"):
+        t.upsert((2, 10**400))
+    with pytest.raises(BadArgumentError, match="column 'x'"):
+        t.scan(where=col("x") > 10**400).to_table()
+    assert t.count() == 1 and t.get(1) == (1, 1.5)
