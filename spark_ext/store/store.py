@@ -90,7 +90,7 @@ from spark_ext.store.txn import (
     update_setters,
 )
 from spark_ext.store.txn import _ids as _txn_ids
-from spark_ext.store.wal import WriteAheadLog
+from spark_ext.store.wal import WalError, WriteAheadLog
 
 logger = logging.getLogger(__name__)
 
@@ -631,8 +631,11 @@ class Store:
         rather than hold them to the end of the log. O(1).
         """
         if self._wal is not None and self._staged.get(cs.id, (0, 0, None))[2] is cs:
-            with self._commit_lock:
-                self._log(("abort", cs.id), wait=False)
+            try:
+                with self._commit_lock:
+                    self._log(("abort", cs.id), wait=False)
+            except WalError as e:  # not needed (see above): the abort must still free the locks
+                logger.warning("transaction %s: its abort record could not be logged (%s)", cs.id, e)
 
     def log_staged(self, cs: ChangeSet, table: Table, ipc: IpcBatch) -> int:
         """Write a bulk's rows to the log as they are staged; returns the STAGE record's

@@ -233,7 +233,17 @@ class ChangeSet:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None and self.state in (OPEN, PREPARED):
-            self.commit()
+            try:
+                self.commit()
+            except BaseException:
+                # A one-phase commit that failed (a log write, say) left nothing applied:
+                # release the locks. A prepared one stays in doubt for its coordinator.
+                if self.state == OPEN:
+                    try:
+                        self.abort()
+                    except Exception:
+                        logger.exception("transaction %s: abort after a failed commit failed", self.id)
+                raise
         elif self.state in (OPEN, PREPARED):
             self.abort()
 

@@ -25,11 +25,11 @@ class _FailOnce:
         self.real = wal.append
         self.armed = True
 
-    def __call__(self, payload: Any, *, wait: bool = True) -> int:
+    def __call__(self, payload: Any, *, wait: bool = True, defer: bool = False) -> int:
         if self.armed:
             self.armed = False
             raise WalError("injected: write to the log failed (no space left on device)")
-        return int(self.real(payload, wait=wait))
+        return int(self.real(payload, wait=wait, defer=defer))
 
 
 @pytest.mark.parametrize("phases,then", [
@@ -124,3 +124,26 @@ def test_fallback_to_the_older_checkpoint_finds_the_stage_records_it_replays(tmp
         t2._check()
     finally:
         s2.close()
+
+
+def test_a_with_block_whose_commit_fails_releases_its_locks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``with store.begin()``: the commit at the end fails on a log write; nothing is
+    applied, the keys are free again (the abort record, not needed, fails as well)."""
+    s = Store(tmp_path, flush="group", background=False)
+    t = s.create_table("t", [("id", "int64"), ("v", "string")], "id")
+    t.upsert((1, "before"))
+    failing = _FailOnce(s._wal)
+
+    def fail_every_time(payload: Any, *, wait: bool = True, defer: bool = False) -> int:
+        failing.armed = True
+        return failing(payload, wait=wait, defer=defer)
+
+    monkeypatch.setattr(s._wal, "append", fail_every_time)
+    with pytest.raises(WalError, match="injected"):
+        with s.begin() as cs:
+            cs.upsert("t", [(1, "in the failed commit"), (2, "new")])
+    monkeypatch.undo()
+    assert cs.state == "aborted" and not t.locks and not t.bulk_locks
+    t.upsert((1, "after"))  # the key is free
+    assert contents(t) == sort_rows([(1, "after")])
+    s.close()
