@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.java_load import java_classpath, run_point_load
-from bench.server_bench import TABLE, Config, Server, preload_spark, start_spark, value_pool
+from bench.server_bench import JAVA_WARMUP, TABLE, Config, Server, preload_spark, start_spark, value_pool
 
 
 def start_tree(tree: Path, workdir: str, tag: str, flush: str) -> Server:
@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--seconds", type=float, default=2.5, help="timed window per round")
     ap.add_argument("--keys", type=int, default=100_000)
     ap.add_argument("--flush", choices=("commit", "group", "off"), default="group")
+    ap.add_argument("--warmup", type=int, default=JAVA_WARMUP, help="untimed ops per thread per round")
     args = ap.parse_args(argv)
     trees = {"A": args.a.resolve(), "B": args.b.resolve()}
     for tag, tree in trees.items():
@@ -61,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for s in servers if r % 2 == 0 else servers[::-1]:
                     lr = run_point_load(cp, system="spark", port=s.port, op=args.op, threads=args.threads,
                                         seconds=args.seconds, keys=cfg.keys, values_file=values, seed=cfg.seed + r,
-                                        warmup=2000, server_pid=s.pid, secret_file=Path(s.workdir, "secret"),
+                                        warmup=args.warmup, server_pid=s.pid, secret_file=Path(s.workdir, "secret"),
                                         table=TABLE)
                     sm = lr.summary
                     ops = int(sm["ops"])

@@ -46,8 +46,9 @@ pool; every reply is checked (a GET must return a value of the pool, a PUT one r
 each put thread reads its last writes back). A Java client thread costs 10-30 us of CPU
 per op, mostly socket calls and wake-ups, where a Python client costs 30-100 us, so these
 rows come nearer to what the servers can do when the harness is not the limit. They run after the Python rows, alternating spark-ext
-and Redis rounds like them, each round one JVM (connect and 2,000 untimed ops per thread
-first, for the JIT).
+and Redis rounds like them, each round one JVM (connect and 10,000 untimed ops per thread
+first, so that the JIT has compiled the client's hot path before the timed window: with
+2,000 the C2 compiler was still at work in the window, about a tenth of the machine).
 
 Extra rows (skipped with ``--quick`` / ``--no-extras``): Redis hashes (``HGETALL``/``HSET``
 of the same two fields), and puts with flush ``commit`` (a second spark-ext server, fsync
@@ -105,7 +106,7 @@ TARGET_OPS = 20_000
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 PY_CLIENT = "python"
 JAVA_CLIENT = "java"
-JAVA_WARMUP = 2000
+JAVA_WARMUP = 10_000
 # What the "client" column says for each harness.
 CLIENT_LABELS = {PY_CLIENT: "Python, a process per thread", JAVA_CLIENT: "Java load generator, one process"}
 

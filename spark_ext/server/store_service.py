@@ -319,6 +319,8 @@ class StoreService:
             if ix["name"] not in t.index_defs:
                 t.create_index(ix["name"], list(ix["columns"]), ix.get("kind", "hash"))
         owned = None if buckets is None else frozenset(int(b) for b in buckets)
+        if owned is not None and owned == frozenset(range(schema.num_buckets)):
+            owned = None  # every bucket (one server, the embedded one): no check per request
         self.owned[schema.name] = owned
         t.rowid_buckets = owned  # new hidden row ids must fall in buckets hosted here
         return t
