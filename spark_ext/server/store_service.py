@@ -125,6 +125,10 @@ class StoreService:
         #: Resolves prepared transactions of dead or deposed coordinators
         #: (spark_ext/server/indoubt.py); None: they wait for their coordinator.
         self.resolver: Any = None
+        # Tables with PUTs grouped by the event loop, whose locks it holds (see
+        # _inline_put), and that thread's id.
+        self._grouped: dict[Table, None] = {}
+        self._group_thread = 0
         for t in store.tables:
             self.owned.setdefault(t, None)
         threading.Thread(target=self._reap, name="txn-reaper", daemon=True).start()
@@ -146,10 +150,12 @@ class StoreService:
         # the table lock, and go to a worker thread instead when it is busy.
         server.register(Kind.GET, self.get, inline=self._inline_read(self.get))
         server.register(Kind.GET_MANY, self.get_many, inline=self._inline_read(self.get_many))
-        # One-row PUTs on the loop defer their log records; the loop writes them all
-        # (one system call) before it sends the replies of its pass, and so does a
-        # worker before its reply, which may show rows the loop has applied.
-        server.before_replies.append(self.store.write_deferred)
+        # One-row PUTs on the loop are grouped per table (the loop holds the table's
+        # lock meanwhile) and logged with deferred records; before the loop sends the
+        # replies of its pass, or hands a connection to a worker, the groups are logged
+        # and applied and the records written (one system call). A worker writes the
+        # records before its own reply, which may show rows the loop has applied.
+        server.before_replies.append(self._before_replies)
         if self.store.flush != "commit":  # with "commit" every write waits for an fsync
             for kind, fn in {Kind.PUT: self.put, Kind.INSERT: self.insert,
                              Kind.UPDATE: self.update, Kind.DELETE: self.delete}.items():
@@ -162,6 +168,8 @@ class StoreService:
         """Wrap a point-read handler for the event loop: raise WouldBlock rather than wait
         for the table lock (held by a long commit, say), or for a long list of keys."""
         def inline(f: Frame, s: Session) -> Any:
+            if self._grouped:
+                self._flush_groups()  # a read sees the PUTs before it
             keys = f.metadata.get("keys")
             if type(keys) is list and len(keys) > INLINE_GET_MANY_KEYS:
                 raise WouldBlock
@@ -177,6 +185,8 @@ class StoreService:
         that check and this write's own can still make the loop wait for it.
         """
         def inline(f: Frame, s: Session) -> Any:
+            if self._grouped:
+                self._flush_groups()  # writes apply in the order they came
             m = f.metadata
             keys = m.get("keys")
             if (len(f.body) > INLINE_WRITE_BYTES or (type(keys) is list and len(keys) > INLINE_GET_MANY_KEYS)
@@ -196,9 +206,12 @@ class StoreService:
 
         It makes the same checks in the same order as ``general`` and :meth:`put`
         (table hosted, flush not ``commit``, no commit under way, table lock free,
-        rows decoded by the same codec, bucket owned), and the engine's one-row upsert
-        does the rest, its log record deferred to the end of the loop pass; the reply
-        comes pre-encoded. O(row size).
+        rows decoded by the same codec, bucket owned, then the engine's one-row checks)
+        and adds the row to the table's point group (``Store.group_row``): the rows of
+        one loop pass are logged in one record and applied together by
+        :meth:`_flush_groups`, before any reply of the pass goes out. The loop holds the
+        table's lock from the first grouped row to the flush. The reply comes
+        pre-encoded. O(row size).
         """
         store = self.store
         owned = self.owned
@@ -209,35 +222,70 @@ class StoreService:
             t = store.tables.get(name) if type(name) is str else None
             if (t is None or f.flags != _COMPACT or len(m) != 2 or t.flush == "commit"
                     or len(f.body) > INLINE_WRITE_BYTES):
-                return general(f, s)
+                return self._ungrouped(general, f, s)
             # One read: CLOSE_BUCKETS on a worker thread may drop the entry meanwhile.
             mine = owned.get(t.name, False)
             schema = t.schema
             ncols = m.get("ncols")
             # type(): JSON true == 1 and 2.0 == 2, which the general path refuses.
             if mine is False or type(ncols) is not int or ncols != schema.num_user_columns or schema.hidden_rowid:
-                return general(f, s)
-            if store.commit_busy():
-                raise WouldBlock
-            lock = t.lock
-            if not lock.acquire(blocking=False):
-                raise WouldBlock
+                return self._ungrouped(general, f, s)
+            grouped = self._grouped
+            held = t in grouped
+            if not held:
+                if store.commit_busy():
+                    raise WouldBlock
+                if not t.lock.acquire(blocking=False):
+                    raise WouldBlock
             try:
                 rows = self._codec(t).decode(f.body)
                 row = rows[0] if len(rows) == 1 else None
-                if row is None:
-                    return general(f, s)  # rare (several rows, or none): the general path
-                if mine is not None:
+                if row is not None and mine is not None:
                     self._check_owned(t, (schema.bucket_of_key(schema.coerce_key(schema.key_of(row))),))
-                # The log record is written with the pass's others before the reply goes
-                # out (FrameServer.before_replies); None: a case for Table.upsert.
-                n = store._write_row(t, row, True, defer=True)
-                if n is None:
-                    n = t.upsert(row)
-            finally:
-                lock.release()
-            return encode_count_reply(f.kind, f.request_id, n)
+                if row is None or not store.group_row(t, row):
+                    # Several rows or none, or a case of the change-set path: after the
+                    # PUTs before it, by the general path.
+                    if not held:
+                        t.lock.release()
+                        held = True  # released: nothing left to undo below
+                    return self._ungrouped(general, f, s)
+            except BaseException:
+                if not held:
+                    t.lock.release()
+                raise
+            if not held:
+                grouped[t] = None
+                self._group_thread = threading.get_ident()
+            return encode_count_reply(f.kind, f.request_id, 1)
         return inline
+
+    def _ungrouped(self, handler: Any, f: Frame, s: Session) -> Any:
+        """Run an inline handler after the grouped PUTs before it are applied."""
+        if self._grouped:
+            self._flush_groups()
+        return handler(f, s)
+
+    def _flush_groups(self) -> None:
+        """Log and apply every table's grouped PUTs and release the tables' locks (the
+        event loop's thread only). O(grouped rows)."""
+        grouped, self._grouped = self._grouped, {}
+        error: BaseException | None = None
+        for t in grouped:
+            try:
+                self.store.flush_point_group(t)
+            except BaseException as e:  # every lock is released; the first error is raised
+                error = error or e
+            finally:
+                t.lock.release()
+        if error is not None:
+            raise error
+
+    def _before_replies(self) -> None:
+        """FrameServer.before_replies: what the replies about to go out acknowledge is
+        applied and written to the OS (see :meth:`register`)."""
+        if self._grouped and threading.get_ident() == self._group_thread:
+            self._flush_groups()
+        self.store.write_deferred()
 
     def _guarded(self, kind: Kind, fn: Any) -> Any:
         """Wrap a write handler: its fence is checked and held while it runs."""

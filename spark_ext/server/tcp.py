@@ -258,13 +258,13 @@ class FrameServer:
                             self._close(c)
                 if self._again:
                     self._read_again()
-                if self._dirty:
-                    self._push_all()
+                self._push_all()  # also when nothing is queued: before_replies ends the pass
                 if self._handshaking:
                     self._expire_handshakes()
         except Exception:  # the selector itself failed: nothing can be served any more
             logger.exception("%s event loop failed", self.role)
         finally:
+            self._ready_to_reply()  # work a service deferred to the end of the pass
             with self._conns_lock:
                 conns = list(self._conns.values())
             for c in conns:
@@ -477,7 +477,8 @@ class FrameServer:
         return True
 
     def _push_all(self) -> None:
-        """Send the replies queued in this loop pass (see :meth:`_send`). O(connections)."""
+        """Run :attr:`before_replies` and send the replies queued in this loop pass (see
+        :meth:`_send`). O(connections)."""
         dirty, self._dirty = self._dirty, []
         if not self._ready_to_reply():
             for c in dirty:
@@ -585,7 +586,12 @@ class FrameServer:
     # --- worker threads (requests that are not inline) ----------------------------------
 
     def _hand_to_worker(self, c: _Conn, frame: Frame) -> None:
-        # Replies queued in this pass go first: the worker sends ``out`` before answering.
+        # Replies queued in this pass go first: the worker sends ``out`` before answering,
+        # so what they acknowledge is done first (and the worker's request comes after
+        # the requests before it).
+        if not self._ready_to_reply():
+            self._close(c)
+            return
         c.out = self._take_pending(c)
         c.busy = True
         self._watch(c, 0)  # the worker owns the socket now

@@ -135,6 +135,9 @@ class Store:
         self.compaction = (compaction_min_rows, compaction_fraction, compaction_max_runs)
         self._ddl_lock = threading.RLock()
         self._commit_lock = threading.Lock()
+        # One-row upserts checked and waiting to be logged and applied together (see
+        # group_row); their tables' locks are held meanwhile.
+        self._point_groups: dict[Table, list[tuple[Any, tuple[Any, ...]]]] = {}
         self._txns: dict[str, ChangeSet] = {}
         self._in_doubt: dict[str, ChangeSet] = {}
         self._closed = False
@@ -392,30 +395,16 @@ class Store:
         loop writes the records of one pass together, before it sends their replies);
         only where the change's flush policy does not wait for an fsync.
 
-        The hottest write path (every one-row PUT of the server): the checks of
-        :meth:`_point_ready`, :func:`_check_key_free`, :meth:`_check_row_memory` and
-        :meth:`_wait_durable` are made inline, each helper called only when its check
-        has something to do, with the same errors in the same order. O(#columns +
-        #runs log n).
+        The hottest write path (every one-row write of the server): see
+        :meth:`_checked_row`. O(#columns + #runs log n).
         """
         lock = t.lock
         lock.acquire()  # acquire/release rather than "with": cheaper on this hot path
         try:
-            schema = t.schema
-            if schema.hidden_rowid or self.tables.get(t.name) is not t:
+            item = self._checked_row(t, raw, upsert)
+            if item is None:
                 return None  # the change-set path reports a stale Table object
-            if t.dropped or t.truncating is not None:
-                self._point_ready(t)  # raises the error of a dropped or truncating table
-            row = tuple(schema.coerce_row(schema.dict_to_values(raw) if isinstance(raw, dict) else raw))
-            kp = schema.key_positions
-            k = row[kp[0]] if len(kp) == 1 else schema.key_of(row)
-            if t.locks or t.bulk_locks:
-                _check_key_free(t, k)
-            if not upsert and t.committed_get(k) is not None:
-                raise exists_error(t, k)
-            if self.memory_limit_bytes is not None or t.memory_limit_bytes is not None:
-                self._check_row_memory(t)
-            lsn = self._commit_point(t, [(k, row)], defer)
+            lsn = self._commit_point(t, [item], defer)
         finally:
             lock.release()
         if lsn and (t.flush is not None or self.flush == "commit"):
@@ -423,6 +412,58 @@ class Store:
             # (the log's own flusher fsyncs "group" records).
             self._wait_durable(lsn, t.flush)
         return 1
+
+    def _checked_row(self, t: Table, raw: Any, upsert: bool) -> tuple[Any, tuple[Any, ...]] | None:
+        """One row to write, checked (caller holds the table lock): ``(key, row)``, or
+        None for a case of the change-set path (hidden row id, stale Table object).
+
+        The checks of :meth:`_point_ready`, :func:`_check_key_free` and
+        :meth:`_check_row_memory` are made inline, each helper called only when its
+        check has something to do, with the same errors in the same order.
+        O(#columns).
+        """
+        schema = t.schema
+        if schema.hidden_rowid or self.tables.get(t.name) is not t:
+            return None
+        if t.dropped or t.truncating is not None:
+            self._point_ready(t)  # raises the error of a dropped or truncating table
+        row = tuple(schema.coerce_row(schema.dict_to_values(raw) if isinstance(raw, dict) else raw))
+        kp = schema.key_positions
+        k = row[kp[0]] if len(kp) == 1 else schema.key_of(row)
+        if t.locks or t.bulk_locks:
+            _check_key_free(t, k)
+        if not upsert and t.committed_get(k) is not None:
+            raise exists_error(t, k)
+        if self.memory_limit_bytes is not None or t.memory_limit_bytes is not None:
+            self._check_row_memory(t)
+        return k, row
+
+    def group_row(self, t: Table, raw: Any) -> bool:
+        """Check one upserted row as :meth:`_write_row` does and add it to ``t``'s point
+        group, which :meth:`flush_point_group` logs (one record) and applies. False,
+        adding nothing, for a case of the change-set path.
+
+        The caller holds ``t.lock`` from the first grouped row to the flush, so nothing
+        can lock, change or read the table in between (the server's event loop groups
+        the one-row PUTs of one pass). Memory limits are checked per row against the
+        table without the group. O(#columns).
+        """
+        item = self._checked_row(t, raw, True)
+        if item is None:
+            return False
+        self._point_groups.setdefault(t, []).append(item)
+        return True
+
+    def flush_point_group(self, t: Table) -> None:
+        """Log (one deferred record, see :meth:`write_deferred`) and apply ``t``'s
+        grouped rows, in the order they were grouped (caller holds ``t.lock``). O(rows).
+        """
+        items = self._point_groups.pop(t, None)
+        if not items:
+            return
+        lsn = self._commit_point(t, items, True)
+        if lsn and t.flush is not None:
+            self._wait_durable(lsn, t.flush)  # not "commit" (the caller's rule): never waits
 
     def _delete_key(self, t: Table, raw_key: Any) -> int | None:
         """Delete the row of one key; 1 if it existed, else 0 (and nothing is logged)."""
