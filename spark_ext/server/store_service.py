@@ -129,6 +129,7 @@ class StoreService:
         # _inline_put), and that thread's id.
         self._grouped: dict[Table, None] = {}
         self._group_thread = 0
+        self._group_error: BaseException | None = None  # a failed flush, until the pass ends
         for t in store.tables:
             self.owned.setdefault(t, None)
         threading.Thread(target=self._reap, name="txn-reaper", daemon=True).start()
@@ -278,13 +279,20 @@ class StoreService:
             finally:
                 t.lock.release()
         if error is not None:
+            # The grouped PUTs' replies (queued already) must not go out: raised again by
+            # _before_replies, whoever called this, so that their connections close.
+            self._group_error = error
             raise error
 
     def _before_replies(self) -> None:
         """FrameServer.before_replies: what the replies about to go out acknowledge is
         applied and written to the OS (see :meth:`register`)."""
-        if self._grouped and threading.get_ident() == self._group_thread:
-            self._flush_groups()
+        if threading.get_ident() == self._group_thread:
+            if self._grouped:
+                self._flush_groups()
+            error, self._group_error = self._group_error, None
+            if error is not None:
+                raise error
         self.store.write_deferred()
 
     def _guarded(self, kind: Kind, fn: Any) -> Any:

@@ -451,6 +451,8 @@ class Store:
         item = self._checked_row(t, raw, True)
         if item is None:
             return False
+        if t.persistent and self._wal is not None:
+            self._wal.check_writable()  # a failed log refuses the row now, not at the flush
         self._point_groups.setdefault(t, []).append(item)
         return True
 

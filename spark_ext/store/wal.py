@@ -693,6 +693,12 @@ class WriteAheadLog:
 
     # ------------------------------------------------------------------ internals
 
+    def check_writable(self) -> None:
+        """Raise :class:`WalError` if the log is closed or has failed (an append would).
+        O(1)."""
+        if self._closed or self._failed is not None:
+            self._check_writable()
+
     def _check_writable(self) -> None:
         if self._closed:
             raise WalError(f"write-ahead log {self._dir} is closed")

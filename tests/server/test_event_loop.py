@@ -28,6 +28,7 @@ from spark_ext.store import Store
 from spark_ext.store.codec import decode_record
 from spark_ext.store.wal import _HEADER as wal_header
 from spark_ext.store.wal import HEADER_SIZE
+from spark_ext.store.wal import WalError as WalError_
 from spark_ext.wire.errors import WireError
 from spark_ext.wire.frames import Flags, Frame, FrameReader, encode_frame
 from spark_ext.wire.kinds import Kind
@@ -389,3 +390,53 @@ def test_an_acknowledged_inline_put_is_in_the_log_files_when_its_reply_arrives(t
         store.close()
     assert sorted(_logged_keys(tmp_path / "data" / "wal")) == sorted(
         r * 1000 + c * 100 + i for r in range(5) for c in range(6) for i in range(10))
+
+
+def test_grouped_puts_whose_log_write_fails_are_not_acknowledged(tmp_path: Path) -> None:
+    """PUTs grouped by the loop are logged at the end of the pass: when that log write
+    fails, none of their replies goes out (the connections close), nothing is applied,
+    and the server keeps serving (later writes get the log's error as a reply)."""
+    store = Store(tmp_path / "data", background=False, flush="group")
+    t = store.create_table(T, [("id", "int64"), ("v", "string")], ["id"], 4)
+    service = StoreService(store)
+    fs = FrameServer(role="server")
+    service.register(fs)
+    fs.start()
+    codec = RowCodec(t.schema.arrow_schema)
+    wal = store._wal
+    assert wal is not None
+    real_append = wal.append
+
+    def failing_append(payload: bytes, *, wait: bool = True, defer: bool = False) -> int:
+        raise WalError_("injected: no space left on device")
+
+    conns = [_connect(fs.port) for _ in range(3)]
+    try:
+        wal.append = failing_append  # type: ignore[method-assign]
+        for c, (sock, _) in enumerate(conns):
+            sock.sendall(encode_frame(int(Kind.PUT), 1, {"table": T, "ncols": 2}, codec.encode([(c, "lost")]),
+                                      int(Flags.COMPACT_ROWS)))
+        for sock, reader in conns:
+            try:
+                got = reader.read_frame()
+            except OSError:
+                got = None
+            assert got is None, "a PUT whose log write failed was acknowledged"
+        wal.append = real_append  # type: ignore[method-assign]
+        other = Connection("127.0.0.1", fs.port)
+        try:
+            for c in range(3):
+                r = other.request(Kind.GET, {"table": T, "key": [c]})
+                assert codec.decode(r.body, presence=True) == [None]  # nothing applied
+            put = other.request(Kind.PUT, {"table": T, "ncols": 2}, codec.encode([(9, "ok")]), int(Flags.COMPACT_ROWS))
+            assert put.metadata == {"count": 1}
+        finally:
+            other.close()
+    finally:
+        wal.append = real_append  # type: ignore[method-assign]
+        for sock, _ in conns:
+            sock.close()
+        fs.stop()
+        service.close()
+        store.close()
+    assert _logged_keys(tmp_path / "data" / "wal") == [9]
