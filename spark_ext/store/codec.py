@@ -440,16 +440,24 @@ def encode_stage_record(txn_id: str, table: str, rows: IpcBatch) -> bytes:
     return b"".join([head, data, b"\x86Qt."])
 
 
-def encode_point_commit(txn_id: str, table: str, items: list[tuple[Any, Any]]) -> bytes:
+def encode_point_commit(txn_id: str, table: str, items: list[tuple[Any, Any]], plain: bool = False) -> bytes:
     """Encode ``("commit1", txn_id, [(table, False, items, [])])``: one statement's
     point changes (``items``: ``(key, row or None)``).
 
     Decodes (:func:`decode_record`) to a record equal to the one :func:`encode_record`
     writes for the same value, with the same types. Complexity: O(values).
 
+    ``plain``: the caller guarantees that every key and value is of an exact type among
+    None, bool, int, float, str and bytes, or a tuple of them (rows the engine has
+    coerced for a table of such columns): the record is then written by the C pickler
+    in one call, several times faster than the checks and opcodes below, which are for
+    anything else (dates, decimals and types to refuse).
+
     Raises:
         CodecError: as :func:`encode_record`, for a value it cannot encode.
     """
+    if plain:
+        return pickle.dumps(("commit1", txn_id, [(table, False, items, [])]), PROTOCOL)
     try:
         # PROTO 5, "commit1", txn_id, EMPTY_LIST MARK(appends) MARK(4-tuple) table
         # NEWFALSE EMPTY_LIST [MARK (key row TUPLE2)... APPENDS] EMPTY_LIST TUPLE

@@ -116,6 +116,8 @@ class TableSchema:
         self.key_positions = [self.index_of[k] for k in self.key_columns]
         self.key_type_names = [self.type_names[i] for i in self.key_positions]
         self.int_key = len(self.key_positions) == 1 and self.key_type_names[0] in types.INTEGER_TYPES
+        #: Every column's engine form is a plain Python value (see codec.encode_point_commit).
+        self.plain_values = all(tn in types.PLAIN_TYPES for tn in self.type_names)
         self.num_user_columns = len(sch)
         self.nullable = [f.nullable for f in self.storage_schema]
         self.coercers = [

@@ -542,7 +542,8 @@ class Store:
         try:
             if t.persistent and self._wal is not None:
                 # The record Store._commit writes for this change, encoded directly.
-                lsn = self._log_data(encode_point_commit(f"local-{next(_txn_ids)}", t.name, items), False, defer)
+                rec = encode_point_commit(f"local-{next(_txn_ids)}", t.name, items, t.schema.plain_values)
+                lsn = self._log_data(rec, False, defer)
             t.check_open()
             t.apply_points(items)  # what t.apply(False, items, ()) does, without its prologue
         finally:

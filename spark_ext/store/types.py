@@ -68,6 +68,8 @@ _DECIMAL_RE = re.compile(r"^decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 #: the fast primary-key path (sorted numpy keys instead of a dict) when a key is one
 #: integer column.
 INTEGER_TYPES = frozenset({"int8", "int16", "int32", "int64"})
+#: Types whose engine form is an exact None, bool, int, float, str or bytes.
+PLAIN_TYPES = INTEGER_TYPES | {"float32", "float64", "string", "binary", "bool"}
 
 
 def int_range(name: str) -> tuple[int, int]:
