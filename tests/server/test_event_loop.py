@@ -357,18 +357,30 @@ def _logged_keys(wal_dir: Path) -> list[int]:
     return keys
 
 
-def test_an_acknowledged_inline_put_is_in_the_log_files_when_its_reply_arrives(tmp_path: Path) -> None:
-    """One-row PUTs answered on the loop defer their log records to the end of the pass:
-    every PUT whose reply a client holds is already in the segment files (written to the
-    OS), whatever the pass held: 6 connections pipeline PUTs, and after each reply the
-    files are read."""
+@pytest.fixture
+def durable(tmp_path: Path) -> Iterator[tuple[Store, FrameServer, RowCodec]]:
+    """A served store with a log (flush "group"): one-row PUTs are grouped by the loop."""
     store = Store(tmp_path / "data", background=False, flush="group")
     t = store.create_table(T, [("id", "int64"), ("v", "string")], ["id"], 4)
     service = StoreService(store)
     fs = FrameServer(role="server")
     service.register(fs)
     fs.start()
-    codec = RowCodec(t.schema.arrow_schema)
+    try:
+        yield store, fs, RowCodec(t.schema.arrow_schema)
+    finally:
+        fs.stop()
+        service.close()
+        store.close()
+
+
+def test_an_acknowledged_inline_put_is_in_the_log_files_when_its_reply_arrives(
+        tmp_path: Path, durable: tuple[Store, FrameServer, RowCodec]) -> None:
+    """One-row PUTs answered on the loop defer their log records to the end of the pass:
+    every PUT whose reply a client holds is already in the segment files (written to the
+    OS), whatever the pass held: 6 connections pipeline PUTs, and after each reply the
+    files are read."""
+    store, fs, codec = durable
     conns = [_connect(fs.port) for _ in range(6)]
     try:
         for rnd in range(5):
@@ -385,24 +397,18 @@ def test_an_acknowledged_inline_put_is_in_the_log_files_when_its_reply_arrives(t
     finally:
         for sock, _ in conns:
             sock.close()
-        fs.stop()
-        service.close()
-        store.close()
+    fs.stop()
+    store.close()  # (the fixture's stop and close are then no-ops)
     assert sorted(_logged_keys(tmp_path / "data" / "wal")) == sorted(
         r * 1000 + c * 100 + i for r in range(5) for c in range(6) for i in range(10))
 
 
-def test_grouped_puts_whose_log_write_fails_are_not_acknowledged(tmp_path: Path) -> None:
+def test_grouped_puts_whose_log_write_fails_are_not_acknowledged(
+        tmp_path: Path, durable: tuple[Store, FrameServer, RowCodec]) -> None:
     """PUTs grouped by the loop are logged at the end of the pass: when that log write
     fails, none of their replies goes out (the connections close), nothing is applied,
-    and the server keeps serving (later writes get the log's error as a reply)."""
-    store = Store(tmp_path / "data", background=False, flush="group")
-    t = store.create_table(T, [("id", "int64"), ("v", "string")], ["id"], 4)
-    service = StoreService(store)
-    fs = FrameServer(role="server")
-    service.register(fs)
-    fs.start()
-    codec = RowCodec(t.schema.arrow_schema)
+    and the server keeps serving."""
+    store, fs, codec = durable
     wal = store._wal
     assert wal is not None
     real_append = wal.append
@@ -436,7 +442,6 @@ def test_grouped_puts_whose_log_write_fails_are_not_acknowledged(tmp_path: Path)
         wal.append = real_append  # type: ignore[method-assign]
         for sock, _ in conns:
             sock.close()
-        fs.stop()
-        service.close()
-        store.close()
+    fs.stop()
+    store.close()
     assert _logged_keys(tmp_path / "data" / "wal") == [9]
