@@ -388,12 +388,8 @@ class Store:
             raise truncating_error(t, owner)
         return True
 
-    def _write_row(self, t: Table, raw: Any, upsert: bool, defer: bool = False) -> int | None:
+    def _write_row(self, t: Table, raw: Any, upsert: bool) -> int | None:
         """Insert or upsert one row (a dict, tuple or list of user columns).
-
-        ``defer``: hold the log record until :meth:`write_deferred` (the server's event
-        loop writes the records of one pass together, before it sends their replies);
-        only where the change's flush policy does not wait for an fsync.
 
         The hottest write path (every one-row write of the server): see
         :meth:`_checked_row`. O(#columns + #runs log n).
@@ -404,7 +400,7 @@ class Store:
             item = self._checked_row(t, raw, upsert)
             if item is None:
                 return None  # the change-set path reports a stale Table object
-            lsn = self._commit_point(t, [item], defer)
+            lsn = self._commit_point(t, [item])
         finally:
             lock.release()
         if lsn and (t.flush is not None or self.flush == "commit"):
@@ -534,7 +530,9 @@ class Store:
         """Log and apply checked point changes of one statement (caller holds t.lock).
 
         Returns the LSN to pass to :meth:`_wait_durable` once the lock is released.
-        ``defer``: see :meth:`_write_row`.
+        ``defer``: hold the log record until :meth:`write_deferred` (the server's event
+        loop writes the records of one pass together, before it sends their replies);
+        only where the change's flush policy does not wait for an fsync.
         """
         lsn = 0
         commit_lock = self._commit_lock
@@ -717,8 +715,8 @@ class Store:
         return self._wal.append(data, wait=wait, defer=defer)
 
     def write_deferred(self) -> None:
-        """Write the log records of deferred one-row writes (``_write_row(...,
-        defer=True)``) to the OS. O(1) when there are none.
+        """Write the log records of deferred point commits (:meth:`flush_point_group`)
+        to the OS. O(1) when there are none.
 
         Raises:
             WalError: the write failed; the log refuses further writes.
