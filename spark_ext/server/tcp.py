@@ -609,9 +609,7 @@ class FrameServer:
             ok = True
             try:
                 c.sock.setblocking(True)
-                if c.out:
-                    if not self._ready_to_reply():
-                        raise ConnectionAbortedError("the replies queued for it cannot be sent")
+                if c.out:  # (_hand_to_worker ran before_replies for them)
                     c.sock.sendall(c.out)
                     c.out = b""
                 self._dispatch(c.sock, frame, c.session)

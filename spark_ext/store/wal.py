@@ -438,7 +438,6 @@ class WriteAheadLog:
         bufs = self._pending
         if not bufs:
             return
-        self._pending = []
         active = self._segments[-1]
         try:
             for i in range(0, len(bufs), _IOV_BATCH):
@@ -452,6 +451,7 @@ class WriteAheadLog:
                             raise OSError(errno.EIO, "write returned no progress")
                         rest = rest[m:]
         except OSError as exc:
+            self._pending = []
             self._failed = WalError(f"deferred write of {len(bufs) // 2} record(s) to {active.path} failed: {exc}")
             logger.error("%s; the log refuses further appends", self._failed)
             try:
@@ -459,6 +459,9 @@ class WriteAheadLog:
             except OSError:
                 pass
             raise self._failed from exc
+        # Cleared only now: a thread that finds records held (write_pending's unlocked
+        # look) waits for this write under the lock instead of replying before it.
+        self._pending = []
 
     def wait_durable(self, lsn: int) -> None:
         """Return once every record up to ``lsn`` is fsynced, in any flush mode.
